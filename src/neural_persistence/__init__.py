@@ -1,0 +1,39 @@
+"""neural-persistence: the topology of neural networks from their weights alone.
+
+Rieck et al., "Neural Persistence: A Complexity Measure for Deep Neural Networks Using Algebraic Topology",
+ICLR 2019. Importing this package loads numpy and numba only; torch, pandas, matplotlib and dask are imported by
+the features that need them.
+"""
+
+from .core import (
+    BFloat16Bits,
+    LayerResult,
+    NamedMatrix,
+    NetworkResult,
+    NonFiniteWeightsError,
+    PersistenceDiagram,
+    TreeValues,
+    bfloat16_bits,
+    compute,
+    layer_diagram,
+    layer_tree,
+)
+from .core.bias import with_bias
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BFloat16Bits",
+    "LayerResult",
+    "NamedMatrix",
+    "NetworkResult",
+    "NonFiniteWeightsError",
+    "PersistenceDiagram",
+    "TreeValues",
+    "__version__",
+    "bfloat16_bits",
+    "compute",
+    "layer_diagram",
+    "layer_tree",
+    "with_bias",
+]

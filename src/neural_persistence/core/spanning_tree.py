@@ -1,0 +1,233 @@
+"""Exact maximum-spanning-tree values of a layer's complete bipartite graph, reading the weights about once.
+
+Why this is exact (Kruskal adds edges from strongest to weakest; its values are the 0-dimensional deaths):
+
+1. One pass finds every row's and every column's strongest edge (Boruvka's first round, ties broken by one total
+   order: key descending, then index) and collects the edges at or above a threshold ``t`` drawn from a sample.
+2. Kruskal on the collected edges is exactly the first part of Kruskal on all edges. The Boruvka edges below ``t``
+   belong to the tree too, so they are added next. The multiset of tree values does not depend on how ties are
+   broken, so the values found so far are final.
+3. Whatever is still disconnected is joined by Boruvka rounds on the contracted graph. Every edge leaving a small
+   component touches one of its vertices, so each round reads only the rows and columns outside the largest
+   component.
+
+A sample-chosen ``t`` only decides how much work each step does, never the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .weights import Keys, infinite_key
+
+__all__ = ["TreeValues", "tree_values"]
+
+#: Collect about this many edges per vertex; the rest of the tree comes from the Boruvka steps.
+EDGES_PER_VERTEX = 3.0
+#: Below this many weights a layer is solved by sorting all its edges.
+SMALL_LAYER = 1 << 14
+SAMPLE_SIZE = 1 << 14
+
+
+@dataclass(frozen=True)
+class TreeValues:
+    """The n + m - 1 maximum-spanning-tree edge values of a layer, as raw |w| (descending), its max |w|, and the
+    layer's shape as given."""
+
+    values: np.ndarray
+    max_abs: float
+    shape: tuple[int, int]
+
+
+class NonFiniteWeightsError(ValueError):
+    """A layer holds NaN or infinite weights."""
+
+
+def tree_values(
+    keys: Keys,
+    executor: Executor | None = None,
+    blocks: int = 1,
+    name: str = "layer",
+    *,
+    edges_per_vertex: float = EDGES_PER_VERTEX,
+    small_layer: int = SMALL_LAYER,
+    capacity: int | None = None,
+) -> TreeValues:
+    """Maximum-spanning-tree values of one layer's bipartite graph.
+
+    Parameters
+    ----------
+    keys
+        The layer, as returned by :func:`~neural_persistence.core.weights.to_keys`.
+    executor, blocks
+        Split the rows into ``blocks`` parts read in parallel by ``executor`` (the kernels release the GIL).
+    edges_per_vertex, small_layer, capacity
+        Tuning of the work split (the answer never depends on them): edges collected per vertex, the size below
+        which all edges are sorted, and the edge buffer of each block. Tests use them to force every path.
+    """
+    a = keys.data
+    n, m = a.shape
+    key_dtype = np.dtype(f"u{a.dtype.itemsize}")
+    threshold, strict = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer)
+    per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer)
+    while True:
+        scan = _scan(keys, key_dtype, threshold, strict, executor, blocks, per_block_cap)
+        if not scan.overflow:
+            break
+        # Far more edges tie at the threshold than the sample promised: keep only those strictly above it.
+        if not strict:
+            strict = True
+        else:
+            threshold = _raise_threshold(keys, key_dtype, threshold)
+    _check_finite(keys, scan.row_key, name)
+    values = _join(keys, key_dtype, scan, threshold, strict)
+    max_abs = float(keys.decode(np.array([scan.row_key.max()]))[0])
+    return TreeValues(np.sort(keys.decode(values))[::-1], max_abs, keys.shape)
+
+
+@dataclass
+class _Scan:
+    row_key: np.ndarray
+    row_col: np.ndarray
+    col_key: np.ndarray
+    col_group: np.ndarray
+    edge_key: np.ndarray
+    edge_row: np.ndarray
+    edge_col: np.ndarray
+    overflow: bool
+
+
+def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer: int) -> int:
+    if n * m <= small_layer:
+        return n * m
+    target = edges_per_vertex * (n + m)
+    return int(4 * target / blocks + 1024)
+
+
+def _sample_keys(keys: Keys, key_dtype: np.dtype) -> np.ndarray:
+    a = keys.data
+    n, m = a.shape
+    step = max(1, int(math.sqrt(n * m / SAMPLE_SIZE)))
+    sample = a[:: max(1, min(step, n // 8 or 1)), :: max(1, step)]
+    if a.dtype.kind == "i":
+        return np.abs(sample.astype(np.int64)).astype(key_dtype)
+    return (sample & keys.mask).astype(key_dtype, copy=False)
+
+
+def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int) -> tuple[int, bool]:
+    n, m = keys.data.shape
+    if n * m <= small_layer:
+        return 0, False  # collect everything
+    sample = np.sort(_sample_keys(keys, key_dtype).ravel())
+    want = edges_per_vertex * (n + m) / (n * m)  # fraction of edges to collect
+    pos = min(len(sample) - 1, max(0, int(len(sample) * (1.0 - want))))
+    threshold = int(sample[pos])
+    expected = (len(sample) - np.searchsorted(sample, threshold, "left")) / len(sample) * n * m
+    strict = expected > 2 * edges_per_vertex * (n + m)  # a crowd of ties sits at the threshold
+    return threshold, strict
+
+
+def _raise_threshold(keys: Keys, key_dtype: np.dtype, threshold: int) -> int:
+    sample = np.unique(_sample_keys(keys, key_dtype))
+    above = sample[sample > threshold]
+    if len(above) == 0:
+        return int(np.iinfo(key_dtype).max)
+    return int(above[len(above) // 2])
+
+
+def _scan(keys, key_dtype, threshold, strict, executor, blocks, cap) -> _Scan:  # type: ignore[no-untyped-def]
+    a = keys.data
+    n, m = a.shape
+    bounds = np.linspace(0, n, blocks + 1).astype(np.int64)
+    row_key = np.empty(n, key_dtype)
+    row_col = np.empty(n, np.int64)
+    col_key = np.zeros((blocks, m), key_dtype)
+    col_group = np.zeros((blocks, m), np.int64)
+    buf_key = np.empty((blocks, cap), key_dtype)
+    buf_row = np.empty((blocks, cap), np.int64)
+    buf_col = np.empty((blocks, cap), np.int64)
+    thr = key_dtype.type(threshold)
+
+    def run(b: int) -> tuple[int, bool]:
+        lo, hi = bounds[b], bounds[b + 1]
+        col_group[b] = lo
+        return kernels.scan_rows(  # type: ignore[no-any-return]
+            a[lo:hi], keys.mask, lo, thr, strict, row_key[lo:hi], row_col[lo:hi], col_key[b], col_group[b],
+            buf_key[b], buf_row[b], buf_col[b],
+        )
+
+    live = [b for b in range(blocks) if bounds[b] < bounds[b + 1]]
+    results = list(executor.map(run, live)) if executor is not None and len(live) > 1 else [run(b) for b in live]
+    counts = [c for c, _ in results]
+    # Merge column maxima: a later block wins only when strictly larger, which keeps the first row on ties.
+    best, best_group = col_key[live[0]], col_group[live[0]]
+    for b in live[1:]:
+        better = col_key[b] > best
+        best[better] = col_key[b][better]
+        best_group[better] = col_group[b][better]
+    return _Scan(
+        row_key, row_col, best, best_group,
+        np.concatenate([buf_key[b, :c] for b, c in zip(live, counts)]),
+        np.concatenate([buf_row[b, :c] for b, c in zip(live, counts)]),
+        np.concatenate([buf_col[b, :c] for b, c in zip(live, counts)]),
+        any(o for _, o in results),
+    )
+
+
+def _check_finite(keys: Keys, row_key: np.ndarray, name: str) -> None:
+    bad = infinite_key(keys)
+    if bad is None:
+        return
+    rows = np.flatnonzero(row_key >= bad)
+    if len(rows):
+        axis = "row" if keys.data.shape == keys.shape else "column"
+        raise NonFiniteWeightsError(
+            f"layer {name!r} contains NaN or infinite weights (first in {axis} {int(rows[0])} of {len(rows)} "
+            f"affected); fix the checkpoint or skip this layer"
+        )
+
+
+def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, threshold: int, strict: bool) -> np.ndarray:
+    """Steps 2 and 3 of the module docstring: the tree's keys, in no particular order."""
+    a = keys.data
+    n, m = a.shape
+    parent = np.arange(n + m, dtype=np.int64)
+    size = np.ones(n + m, dtype=np.int64)
+    out = np.empty(n + m - 1, key_dtype)
+    order = np.argsort(scan.edge_key, kind="stable")[::-1]
+    count, components = kernels.kruskal(
+        order, scan.edge_key, scan.edge_row, scan.edge_col, n, parent, size, out, 0, n + m
+    )
+    count, components = kernels.kruskal(  # every row's best edge
+        np.argsort(scan.row_key)[::-1], scan.row_key, np.arange(n), scan.row_col, n, parent, size, out, count,
+        components,
+    )
+    # Best edges of the columns that no collected edge reaches (the others are joined already).
+    weak = np.flatnonzero(scan.col_key <= threshold if strict else scan.col_key < threshold)
+    if len(weak) and components > 1:
+        w_key = scan.col_key[weak]
+        w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group)
+        count, components = kernels.kruskal(
+            np.argsort(w_key)[::-1], w_key, w_row, weak, n, parent, size, out, count, components
+        )
+    while components > 1:
+        comp, sizes = kernels.component_labels(parent, n + m)
+        outside = comp != np.argmax(sizes)
+        c = len(sizes)
+        best_key = np.zeros(c, key_dtype)
+        best_row = np.full(c, -1, np.int64)
+        best_col = np.full(c, -1, np.int64)
+        kernels.best_outgoing(
+            a, keys.mask, comp, np.flatnonzero(outside[:n]), np.flatnonzero(outside[n:]),
+            best_key, best_row, best_col,
+        )
+        count, components = kernels.kruskal(
+            np.argsort(best_key)[::-1], best_key, best_row, best_col, n, parent, size, out, count, components
+        )
+    assert count == n + m - 1, "internal error: spanning tree incomplete"
+    return out

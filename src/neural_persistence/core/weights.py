@@ -1,0 +1,133 @@
+"""Turn a user's weight matrix into monotone integer keys without copying it.
+
+For IEEE floats (float16, bfloat16, float32, float64) the bits with the sign bit cleared, read as an unsigned
+integer, are ordered exactly like |w|: a layer is scanned as integers and only its n + m - 1 tree values are ever
+converted back. Integers are read as |x|. Torch tensors are viewed through ``.numpy()``, never copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BFloat16Bits", "Keys", "bfloat16_bits", "to_keys"]
+
+_FLOAT_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@dataclass(frozen=True)
+class BFloat16Bits:
+    """Raw bfloat16 bit patterns held in a ``uint16`` array (how numpy carries bfloat16 without extra packages)."""
+
+    bits: np.ndarray
+
+
+def bfloat16_bits(bits: Any) -> BFloat16Bits:
+    """Mark a ``uint16``/``int16`` array as the raw bits of a bfloat16 matrix.
+
+    Examples
+    --------
+    >>> raw = np.array([[0x3F80, 0xC000]], dtype=np.uint16)   # [[1.0, -2.0]] in bfloat16
+    >>> npers.layer_diagram(npers.bfloat16_bits(raw)).deaths  # doctest: +SKIP
+    """
+    arr = np.asarray(bits)
+    if arr.dtype.itemsize != 2 or arr.dtype.kind not in "ui":
+        raise TypeError(f"bfloat16 bits must be a 16-bit integer array, got dtype {arr.dtype}")
+    return BFloat16Bits(arr.view(np.uint16))
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A 2-D view of a layer whose integer order is the order of |w|.
+
+    ``data`` may be the transpose of the input (the graph of M and of M.T is the same), chosen so that rows are
+    contiguous. ``float_dtype`` is set when ``data`` holds float bits, and tells how to decode a key.
+    """
+
+    data: np.ndarray
+    mask: Any
+    float_dtype: str | None
+    shape: tuple[int, int]
+
+    def decode(self, keys: np.ndarray) -> np.ndarray:
+        """Keys back to |w| as float64."""
+        keys = np.asarray(keys, dtype=self.data.dtype if self.float_dtype else None)
+        if self.float_dtype is None:
+            return keys.astype(np.float64)
+        if self.float_dtype == "bfloat16":
+            return (keys.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return keys.view(np.dtype(self.float_dtype)).astype(np.float64)
+
+
+def _from_torch(x: Any, name: str) -> np.ndarray | BFloat16Bits:
+    import torch  # only reached for torch tensors, so the core stays torch-free
+
+    if x.is_sparse or x.layout != torch.strided:
+        raise TypeError(f"layer {name!r}: sparse tensors are not supported; call .to_dense() first")
+    if x.device.type == "meta":
+        raise ValueError(f"layer {name!r} is on the meta device and holds no weights; load the model's weights first")
+    if x.device.type != "cpu":
+        x = x.detach().to("cpu")
+    x = x.detach()
+    if x.is_quantized:
+        raise TypeError(f"layer {name!r}: quantized tensors are not supported; call .dequantize() first")
+    if x.dtype == torch.bfloat16:
+        return BFloat16Bits(x.view(torch.int16).numpy().view(np.uint16))
+    return x.numpy()
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def to_keys(x: Any, name: str = "layer") -> Keys:
+    """Validate a weight matrix and return its key view.
+
+    Raises
+    ------
+    TypeError
+        For complex, boolean, object or other non-numeric data.
+    ValueError
+        For anything that is not a non-empty 2-D matrix.
+    """
+    if _is_torch(x):
+        x = _from_torch(x, name)
+    bf16 = isinstance(x, BFloat16Bits)
+    arr = x.bits if bf16 else np.asarray(x)
+    if not bf16 and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, as used by JAX
+        arr, bf16 = arr.view(np.uint16), True
+    if arr.ndim != 2:
+        raise ValueError(
+            f"layer {name!r} must be a 2-D weight matrix, got {arr.ndim}-D with shape {arr.shape}"
+            + ("; reshape convolution kernels or pass the model itself" if arr.ndim > 2 else "")
+        )
+    if arr.size == 0:
+        raise ValueError(f"layer {name!r} is empty (shape {arr.shape}); a layer needs at least one weight")
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"layer {name!r} has complex weights ({arr.dtype}); neural persistence needs real weights")
+    if kind not in "fiu" or arr.dtype == np.bool_:
+        raise TypeError(f"layer {name!r} has unsupported dtype {arr.dtype}; use a float or integer array")
+    if not arr.flags.c_contiguous and arr.flags.f_contiguous:
+        arr = arr.T  # same bipartite graph, contiguous rows
+    shape = (int(arr.shape[0]), int(arr.shape[1]))
+    if bf16:
+        return Keys(arr, np.uint16(0x7FFF), "bfloat16", shape)
+    if kind == "f":
+        bits = _FLOAT_BITS[arr.dtype.itemsize]
+        mask = bits(np.iinfo(bits).max >> 1)
+        return Keys(arr.view(bits), mask, arr.dtype.name, shape)
+    if kind == "u":
+        return Keys(arr, arr.dtype.type(np.iinfo(arr.dtype).max), None, shape)
+    return Keys(arr, arr.dtype.type(-1), None, shape)
+
+
+def infinite_key(keys: Keys) -> int | None:
+    """Smallest key that is inf or NaN (an all-ones exponent), or None for integer data."""
+    if keys.float_dtype is None:
+        return None
+    if keys.float_dtype == "bfloat16":
+        return 0x7F80
+    return int(np.array(np.inf, dtype=keys.float_dtype).view(keys.data.dtype))
