@@ -19,11 +19,16 @@ from .core import (
     layer_tree,
 )
 from .core.bias import with_bias
+from .sources.torch_modules import LayerEntry, layers_of
+from .training.early_stopping import Check, EarlyStopping, stopping_decision
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BFloat16Bits",
+    "Check",
+    "EarlyStopping",
+    "LayerEntry",
     "LayerResult",
     "NamedMatrix",
     "NetworkResult",
@@ -35,5 +40,7 @@ __all__ = [
     "compute",
     "layer_diagram",
     "layer_tree",
+    "layers_of",
+    "stopping_decision",
     "with_bias",
 ]

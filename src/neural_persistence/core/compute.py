@@ -174,14 +174,24 @@ def compute(
 
 
 def _trees(items: list[NamedMatrix]) -> list[TreeValues]:
-    """Small layers run one per thread; big ones are split across all threads, one after another."""
-    keys = [to_keys(item.matrix, item.name) for item in items]
+    """Small layers run one per thread; big ones are split across all threads, one after another.
+
+    A source that knows its tree without a matrix (an unrolled convolution) provides ``spanning_tree()``.
+    """
+    keys = [None if hasattr(item.matrix, "spanning_tree") else to_keys(item.matrix, item.name) for item in items]
     small: dict[int, Future[TreeValues]] = {}
     if _threads() > 1 and len(items) > 1:
         for i, k in enumerate(keys):
-            if k.data.size < SPLIT_LAYER:
+            if k is None:
+                small[i] = _executor().submit(items[i].matrix.spanning_tree)
+            elif k.data.size < SPLIT_LAYER:
                 small[i] = _executor().submit(tree_values, k, None, 1, items[i].name)
     out = []
     for i, k in enumerate(keys):
-        out.append(small[i].result() if i in small else _tree(k, items[i].name, split=k.data.size >= SPLIT_LAYER))
+        if i in small:
+            out.append(small[i].result())
+        elif k is None:
+            out.append(items[i].matrix.spanning_tree())
+        else:
+            out.append(_tree(k, items[i].name, split=k.data.size >= SPLIT_LAYER))
     return out

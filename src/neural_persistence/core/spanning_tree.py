@@ -185,7 +185,7 @@ def _check_finite(keys: Keys, row_key: np.ndarray, name: str) -> None:
         return
     rows = np.flatnonzero(row_key >= bad)
     if len(rows):
-        axis = "row" if keys.data.shape == keys.shape else "column"
+        axis = "column" if keys.transposed else "row"
         raise NonFiniteWeightsError(
             f"layer {name!r} contains NaN or infinite weights (first in {axis} {int(rows[0])} of {len(rows)} "
             f"affected); fix the checkpoint or skip this layer"

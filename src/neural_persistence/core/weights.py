@@ -50,6 +50,7 @@ class Keys:
     mask: Any
     float_dtype: str | None
     shape: tuple[int, int]
+    transposed: bool = False
 
     def decode(self, keys: np.ndarray) -> np.ndarray:
         """Keys back to |w| as float64."""
@@ -110,18 +111,19 @@ def to_keys(x: Any, name: str = "layer") -> Keys:
         raise TypeError(f"layer {name!r} has complex weights ({arr.dtype}); neural persistence needs real weights")
     if kind not in "fiu" or arr.dtype == np.bool_:
         raise TypeError(f"layer {name!r} has unsupported dtype {arr.dtype}; use a float or integer array")
-    if not arr.flags.c_contiguous and arr.flags.f_contiguous:
-        arr = arr.T  # same bipartite graph, contiguous rows
     shape = (int(arr.shape[0]), int(arr.shape[1]))
+    transposed = not arr.flags.c_contiguous and arr.flags.f_contiguous
+    if transposed:
+        arr = arr.T  # same bipartite graph, contiguous rows
     if bf16:
-        return Keys(arr, np.uint16(0x7FFF), "bfloat16", shape)
+        return Keys(arr, np.uint16(0x7FFF), "bfloat16", shape, transposed)
     if kind == "f":
         bits = _FLOAT_BITS[arr.dtype.itemsize]
         mask = bits(np.iinfo(bits).max >> 1)
-        return Keys(arr.view(bits), mask, arr.dtype.name, shape)
+        return Keys(arr.view(bits), mask, arr.dtype.name, shape, transposed)
     if kind == "u":
-        return Keys(arr, arr.dtype.type(np.iinfo(arr.dtype).max), None, shape)
-    return Keys(arr, arr.dtype.type(-1), None, shape)
+        return Keys(arr, arr.dtype.type(np.iinfo(arr.dtype).max), None, shape, transposed)
+    return Keys(arr, arr.dtype.type(-1), None, shape, transposed)
 
 
 def infinite_key(keys: Keys) -> int | None:

@@ -1,0 +1,3 @@
+"""Tables, trajectories and plots of neural persistence results."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Where weights come from: torch modules, convolutions, checkpoints."""
+
+__all__: list[str] = []

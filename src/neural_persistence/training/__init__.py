@@ -1,0 +1,5 @@
+"""Early stopping on neural persistence; framework adapters live in ``.lightning`` and ``.huggingface``."""
+
+from .early_stopping import Check, EarlyStopping, stopping_decision
+
+__all__ = ["Check", "EarlyStopping", "stopping_decision"]

@@ -1,0 +1,143 @@
+"""The fast spanning-tree engine equals the slow oracles exactly, on every path, dtype and layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracles import kruskal_tree, scipy_tree
+
+import neural_persistence as npers
+from neural_persistence.core import to_keys, tree_values
+
+# Every way the engine can split the work; the answer must never depend on it.
+ENGINE_PATHS: dict[str, dict] = {
+    "default": {},
+    "threshold": {"small_layer": 0},
+    "few-edges-then-boruvka": {"small_layer": 0, "edges_per_vertex": 0.05},
+    "no-edges-at-all": {"small_layer": 0, "edges_per_vertex": 1e-9},
+    "overflowing-buffer": {"small_layer": 0, "capacity": 1},
+    "blocks": {"small_layer": 0, "blocks": 3},
+}
+
+
+def engine(matrix, path: str, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    options = dict(ENGINE_PATHS[path])
+    blocks = options.pop("blocks", 1)
+    return tree_values(to_keys(matrix), pool if blocks > 1 else None, blocks, **options).values
+
+
+def int8_quantised(x: np.ndarray) -> np.ndarray:
+    scale = np.abs(x).max() / 127 or 1.0
+    return np.round(x / scale).astype(np.int8)
+
+
+def to_bf16(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16)
+
+
+DTYPES: dict[str, Callable[[np.ndarray], object]] = {
+    "float64": lambda x: x,
+    "float32": lambda x: x.astype(np.float32),
+    "float16": lambda x: x.astype(np.float16),
+    "bfloat16-torch": to_bf16,
+    "bfloat16-bits": lambda x: npers.bfloat16_bits(to_bf16(x).view(torch.int16).numpy()),
+    "int8": int8_quantised,
+    "int16": lambda x: np.round(x * 1000).astype(np.int16),
+    "int64": lambda x: np.round(x * 1e6).astype(np.int64),
+    "uint8": lambda x: np.round(np.abs(x) * 40).clip(0, 255).astype(np.uint8),
+    "float32-fortran": lambda x: np.asfortranarray(x.astype(np.float32)),
+    "float64-strided": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
+    "torch-float32": lambda x: torch.from_numpy(x.astype(np.float32)),
+}
+
+
+def oracle_input(converted: object) -> object:
+    if isinstance(converted, npers.BFloat16Bits):
+        return torch.from_numpy(converted.bits.view(np.int16)).view(torch.bfloat16)
+    return converted
+
+
+@st.composite
+def weight_matrices(draw: st.DrawFn) -> np.ndarray:
+    n = draw(st.integers(1, 60))
+    m = draw(st.integers(1, 70))
+    seed = draw(st.integers(0, 2**32 - 1))
+    style = draw(st.sampled_from(["normal", "ties", "few-values", "zero-rows", "row-scaled", "all-equal"]))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, m))
+    if style == "ties":
+        x = np.round(x, 1)
+    elif style == "few-values":
+        x = rng.choice([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0], size=(n, m))
+    elif style == "zero-rows":
+        x[rng.random(n) < 0.3] = 0.0
+        x[:, rng.random(m) < 0.3] = 0.0
+    elif style == "row-scaled":
+        x *= 10.0 ** rng.uniform(-3, 0, size=(n, 1))
+    elif style == "all-equal":
+        x = np.full((n, m), -0.75)
+    return x
+
+
+@pytest.mark.parametrize("path", list(ENGINE_PATHS))
+@given(matrix=weight_matrices(), dtype=st.sampled_from(list(DTYPES)))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_engine_equals_kruskal(path: str, matrix: np.ndarray, dtype: str, pool: ThreadPoolExecutor) -> None:
+    converted = DTYPES[dtype](matrix)
+    expected = kruskal_tree(oracle_input(converted))
+    np.testing.assert_array_equal(engine(converted, path, pool), expected)
+
+
+@given(matrix=weight_matrices())
+@settings(max_examples=40, deadline=None)
+def test_kruskal_oracle_equals_scipy(matrix: np.ndarray) -> None:
+    np.testing.assert_array_equal(kruskal_tree(matrix), scipy_tree(matrix))
+
+
+@pytest.mark.parametrize("style", ["normal", "int8", "rounded", "row-scaled", "col-scaled", "block-diagonal"])
+@pytest.mark.parametrize("shape", [(200, 700), (640, 96)])
+def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int], pool: ThreadPoolExecutor) -> None:
+    """Big enough for the threshold path with its defaults; hard inputs may cost time, never exactness."""
+    rng = np.random.default_rng(len(style) * 7 + shape[0])
+    x = rng.standard_normal(shape).astype(np.float32)
+    if style == "int8":
+        x = int8_quantised(x)
+    elif style == "rounded":
+        x = np.round(x, 2)
+    elif style == "row-scaled":
+        x *= np.float32(10.0) ** rng.uniform(-3, 0, size=(shape[0], 1)).astype(np.float32)
+    elif style == "col-scaled":
+        x *= np.float32(10.0) ** rng.uniform(-3, 0, size=(1, shape[1])).astype(np.float32)
+    elif style == "block-diagonal":  # two strong blocks joined only by weak edges
+        x *= 1e-3
+        x[: shape[0] // 2, : shape[1] // 2] *= 1000
+        x[shape[0] // 2 :, shape[1] // 2 :] *= 1000
+    expected = scipy_tree(x)
+    np.testing.assert_array_equal(tree_values(to_keys(x)).values, expected)
+    np.testing.assert_array_equal(tree_values(to_keys(x), pool, blocks=2).values, expected)
+
+
+def test_bfloat16_inputs_agree() -> None:
+    x = np.random.default_rng(3).normal(size=(40, 30))
+    bf = to_bf16(x)
+    via_torch = npers.layer_diagram(bf)
+    via_bits = npers.layer_diagram(npers.bfloat16_bits(bf.view(torch.int16).numpy()))
+    via_float = npers.layer_diagram(bf.float().numpy())
+    np.testing.assert_array_equal(via_torch.deaths, via_float.deaths)
+    np.testing.assert_array_equal(via_bits.deaths, via_float.deaths)
+
+
+def test_no_copy_of_big_layers() -> None:
+    """The engine reads float bits in place: the key view shares memory with the caller's array."""
+    x = np.zeros((300, 200), dtype=np.float32)
+    assert np.shares_memory(to_keys(x).data, x)
+    f = np.asfortranarray(x)
+    assert np.shares_memory(to_keys(f).data, f)
+    t = torch.zeros(30, 20, dtype=torch.bfloat16)
+    assert to_keys(t).data.__array_interface__["data"][0] == t.data_ptr()
