@@ -102,8 +102,9 @@ def _attention(name: str, module: Any, bias: bool) -> Iterable[tuple]:
         weights = [module.q_proj_weight, module.k_proj_weight, module.v_proj_weight]
     biases = [None] * 3 if module.in_proj_bias is None else [module.in_proj_bias[i * e : (i + 1) * e] for i in range(3)]
     for part, w, b in zip("qkv", weights, biases):
-        mat = _in_out(w, b, "out_in", bias, f"{name}.{part}")
-        yield LayerEntry(f"{name}.{part}", kind, tuple(mat.shape), True), mat
+        full = f"{name}.{part}" if name else part
+        mat = _in_out(w, b, "out_in", bias, full)
+        yield LayerEntry(full, kind, tuple(mat.shape), True), mat
 
 
 def _skip_reason(module: Any, own: dict[str, Any]) -> str:
@@ -175,7 +176,9 @@ def _entries(
 
 def _module_of(entry: LayerEntry) -> str:
     """The module an entry comes from (attention maps are named ``<module>.q`` and so on)."""
-    return entry.name.rsplit(".", 1)[0] if entry.module_type == "MultiheadAttention" else entry.name
+    if entry.module_type != "MultiheadAttention":
+        return entry.name
+    return entry.name.rsplit(".", 1)[0] if "." in entry.name else ""
 
 
 def layers_of(model: Any, **options: Any) -> list[LayerEntry]:
@@ -193,9 +196,11 @@ def module_matrices(model: Any, **options: Any) -> list[NamedMatrix]:
     pairs = _entries(model, **options)
     measured = [NamedMatrix(e.name, m, {"module": e.module_type}) for e, m in pairs if e.measured]
     if not measured:
-        found = sorted({e.module_type for e, _ in pairs}) or [type(model).__name__]
+        found = sorted({type(m).__name__ for m in model.modules()} - {type(model).__name__}) or [type(model).__name__]
+        filtered = any(e.reason in ("not matched by include", "matched by exclude") for e, _ in pairs)
         raise ValueError(
-            f"{type(model).__name__} has no measurable layer (Linear, Conv1D, MultiheadAttention, Conv1d/2d/3d); "
-            f"found module types {found}" + (" after include/exclude" if any(not e.measured for e, _ in pairs) else "")
+            f"{type(model).__name__} has no measurable layer (Linear, Conv1D, MultiheadAttention, Conv1d/2d/3d)"
+            + (" left after include/exclude" if filtered else "")
+            + f"; found module types {found}"
         )
     return measured

@@ -1,0 +1,108 @@
+"""Real training runs on real data (scikit-learn's digits) stopped by the NP rule, in Lightning and Hugging Face."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from digits import digits, digits_mlp
+from torch import nn
+
+import neural_persistence as npers
+
+MAX_EPOCHS = 40
+
+
+def plain_rule_stop(values: list[float], **options) -> int | None:
+    rule = npers.EarlyStopping(**options)
+    for v in values:
+        if rule.step(v):
+            return rule.stopped_at
+    return None
+
+
+def test_lightning_trainer_stops_by_np_rule(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from neural_persistence.training.lightning import NeuralPersistenceEarlyStopping
+
+    class Classifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp()
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    x, y = digits()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
+    callback = NeuralPersistenceEarlyStopping(patience=2, min_delta=0.005, burn_in=1)
+    trainer = pl.Trainer(
+        max_epochs=MAX_EPOCHS, callbacks=[callback], logger=CSVLogger(tmp_path), accelerator="cpu",
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+    )
+    torch.manual_seed(0)
+    trainer.fit(Classifier(), loader)
+    assert callback.stopped_at is not None
+    assert trainer.current_epoch < MAX_EPOCHS
+    values = [c.value for c in callback.rule.history]
+    assert len(values) == callback.stopped_at + 1
+    assert plain_rule_stop(values, patience=2, min_delta=0.005, burn_in=1) == callback.stopped_at
+    logged = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
+    assert "np/mean_normalized" in logged and "np/normalized/net.0" in logged
+    assert logged["np/mean_normalized"].dropna().tolist() == values
+
+
+def test_hugging_face_trainer_stops_by_np_rule(tmp_path: Path) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    from neural_persistence.training.huggingface import NeuralPersistenceEarlyStoppingCallback
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp()
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            logits = self.net(x)
+            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    x, y = digits()
+    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    callback = NeuralPersistenceEarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.005, burn_in=1)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=MAX_EPOCHS, per_device_train_batch_size=64, learning_rate=3e-3,
+        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    trainer = Trainer(model=Classifier(), args=args, train_dataset=data, callbacks=[callback])
+    trainer.train()
+    rule = callback.rule
+    assert rule.stopped_at is not None
+    assert trainer.state.epoch < MAX_EPOCHS
+    values = [c.value for c in rule.history]
+    assert plain_rule_stop(values, patience=2, min_delta=0.005, burn_in=1) == rule.stopped_at
+    logged = [h["np/mean_normalized"] for h in trainer.state.log_history if "np/mean_normalized" in h]
+    assert logged == values
+
+
+def test_plain_loop(tmp_path: Path) -> None:
+    x, y = digits()
+    model = digits_mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    stopper = npers.EarlyStopping(patience=2, min_delta=0.005, burn_in=1, restore_best=True)
+    for epoch in range(MAX_EPOCHS):
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
+            optimizer.step()
+        if stopper.step(model):
+            break
+    assert stopper.should_stop and epoch < MAX_EPOCHS - 1
+    stopper.restore_best_weights(model)
+    assert npers.compute(model).mean_normalized_np == stopper.best
