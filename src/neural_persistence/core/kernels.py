@@ -7,12 +7,13 @@ column vertex n + j. All kernels release the GIL so that blocks and layers run i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 from numba import types
 from numba.extending import overload
 
-_JIT = {"cache": True, "nogil": True}
 #: Elements per chunk of a row: a chunk whose maximum is below the threshold is not looked at twice.
 CHUNK = 128
 #: Rows per group for column maxima.
@@ -24,11 +25,12 @@ def abs_key(x, mask):  # type: ignore[no-untyped-def]
     raise NotImplementedError  # only ever called from jitted code
 
 
-@overload(abs_key, jit_options=_JIT)
+@overload(abs_key)
 def _abs_key_impl(x, mask):  # type: ignore[no-untyped-def]
-    if isinstance(x, types.Integer) and x.signed:
-        unsigned = types.Integer.from_bitwidth(x.bitwidth, signed=False)
-        shift = x.bitwidth - 1
+    bits: int = getattr(x, "bitwidth", 0)
+    if isinstance(x, types.Integer) and getattr(x, "signed", False):
+        unsigned = types.Integer.from_bitwidth(bits, signed=False)
+        shift = bits - 1
 
         def signed_impl(x, mask):  # type: ignore[no-untyped-def]
             sign = x >> shift  # 0 or -1: a branch-free |x| that vectorizes, exact for the most negative value
@@ -44,7 +46,7 @@ def _abs_key_impl(x, mask):  # type: ignore[no-untyped-def]
     return unsigned_impl
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_group, buf_key, buf_row, buf_col):
     """One read of a block of rows: best edges of rows, maxima of columns, and the edges at or above ``threshold``.
 
@@ -98,7 +100,7 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
     return count, overflow
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def column_best_rows(a, mask, cols, col_key, col_group):
     """The first row holding each column's maximum, searched inside the group :func:`scan_rows` recorded."""
     rows = np.empty(len(cols), np.int64)
@@ -111,7 +113,7 @@ def column_best_rows(a, mask, cols, col_key, col_group):
     return rows
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(inline="always", cache=True, nogil=True)
 def _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
     for j in range(c0, c1):
         k = abs_key(row[j], mask)
@@ -126,7 +128,7 @@ def _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col,
     return count, overflow
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def find(parent, v):
     """Root of ``v`` with path halving."""
     while parent[v] != v:
@@ -135,7 +137,7 @@ def find(parent, v):
     return v
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def union(parent, size, u, v):
     """Join the components of ``u`` and ``v``; False when they were already one."""
     ru = find(parent, u)
@@ -149,7 +151,7 @@ def union(parent, size, u, v):
     return True
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def kruskal(order, keys, rows, cols, n, parent, size, out, out_count, components):
     """Add edges in the given (descending) order; accepted keys are appended to ``out``.
 
@@ -165,7 +167,7 @@ def kruskal(order, keys, rows, cols, n, parent, size, out, out_count, components
     return out_count, components
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def best_outgoing(a, mask, comp, scan_rows_idx, scan_cols_idx, best_key, best_row, best_col):
     """Boruvka step on the contracted graph: each component's best edge to another component.
 
@@ -192,7 +194,7 @@ def best_outgoing(a, mask, comp, scan_rows_idx, scan_cols_idx, best_key, best_ro
                 _offer(best_key, best_row, best_col, cj, k, i, j, m)
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(inline="always", cache=True, nogil=True)
 def _offer(best_key, best_row, best_col, c, k, i, j, m):
     br = best_row[c]
     if br < 0 or k > best_key[c] or (k == best_key[c] and i * m + j < br * m + best_col[c]):
@@ -201,7 +203,7 @@ def _offer(best_key, best_row, best_col, c, k, i, j, m):
         best_col[c] = j
 
 
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def component_labels(parent, n_vertices):
     """Dense component ids 0..c-1 for every vertex, and the size of each component."""
     label = np.full(n_vertices, -1, dtype=np.int64)

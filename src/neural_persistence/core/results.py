@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .._optional import require
 
@@ -101,12 +102,12 @@ class NetworkResult:
         return float(np.mean([layer.normalized_np for layer in self.layers]))
 
     @property
-    def np(self) -> np.ndarray:
+    def np(self) -> NDArray[Any]:
         """NP of every layer, in order."""
         return np.array([layer.np for layer in self.layers])
 
     @property
-    def normalized_np(self) -> np.ndarray:
+    def normalized_np(self) -> NDArray[Any]:
         """Normalized NP of every layer, in order."""
         return np.array([layer.normalized_np for layer in self.layers])
 

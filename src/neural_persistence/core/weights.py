@@ -118,7 +118,7 @@ def to_keys(x: Any, name: str = "layer") -> Keys:
     if bf16:
         return Keys(arr, np.uint16(0x7FFF), "bfloat16", shape, transposed)
     if kind == "f":
-        bits = _FLOAT_BITS[arr.dtype.itemsize]
+        bits: Any = _FLOAT_BITS[arr.dtype.itemsize]
         mask = bits(np.iinfo(bits).max >> 1)
         return Keys(arr.view(bits), mask, arr.dtype.name, shape, transposed)
     if kind == "u":
