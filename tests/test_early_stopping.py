@@ -103,3 +103,10 @@ def test_state_dict_round_trip() -> None:
 def test_rule_equals_direct_simulation(values: list[float], patience: int, min_delta: float, burn_in: int) -> None:
     expected = direct_simulation(values, patience, min_delta, burn_in)
     assert stop_index(values, patience=patience, min_delta=min_delta, burn_in=burn_in) == expected
+
+
+def test_checks_after_the_stop_do_not_move_the_best() -> None:
+    rule = npers.EarlyStopping(patience=1)
+    for v in [0.5, 0.4, 0.9]:
+        rule.step(v)
+    assert rule.stopped_at == 1 and rule.best == 0.5 and len(rule.history) == 3

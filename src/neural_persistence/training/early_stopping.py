@@ -126,6 +126,9 @@ class EarlyStopping:
         if not math.isfinite(value):
             raise ValueError(f"mean normalized NP must be finite, got {value}")
         index = len(self.history)
+        if self.stopped_at is not None:  # already stopped: record, but the decision and the best stay as they were
+            self.history.append(Check(index, value, self.best, self.counter, False))
+            return True
         if index < self.burn_in:
             self.history.append(Check(index, value, self.best, self.counter, True))
             return False
@@ -137,7 +140,7 @@ class EarlyStopping:
             if self.restore_best and hasattr(source, "state_dict"):
                 self._best_state = copy.deepcopy(source.state_dict())
         self.history.append(Check(index, value, self.best, self.counter, False))
-        if stop and self.stopped_at is None:
+        if stop:
             self.stopped_at = index
         return self.should_stop
 

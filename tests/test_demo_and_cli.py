@@ -1,0 +1,48 @@
+"""The main job and the console script, run for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import neural_persistence as npers
+
+
+def test_demo_fast_end_to_end(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "neural_persistence.demo", "--fast", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    assert "mean normalized NP" in out.stdout
+    table = pd.read_csv(tmp_path / "layers.csv", dtype={"layer": str})
+    assert list(table["layer"]) == ["0", "2", "4"]
+    assert list(table["rows"]) == [65, 651, 651] and list(table["cols"]) == [650, 650, 10]
+    png = (tmp_path / "diagram_layer_2.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_cli_layers_matches_api(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    layers = {"a": rng.normal(size=(6, 5)), "b": rng.normal(size=(5, 3))}
+    np.savez(tmp_path / "w.npz", **layers)
+    out = subprocess.run(
+        [sys.executable, "-m", "neural_persistence.cli", "layers", str(tmp_path / "w.npz")],
+        capture_output=True, text=True, check=True,
+    )
+    expected = npers.compute(layers).mean_normalized_np
+    assert f"mean normalized NP: {expected:.6f}" in out.stdout
+
+
+def test_cli_help_teaches() -> None:
+    out = subprocess.run([sys.executable, "-m", "neural_persistence.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Example:" in out.stdout
+
+
+def test_import_stays_light() -> None:
+    code = "import sys, neural_persistence; print(sorted(m for m in ('torch','pandas','matplotlib','dask','lightning','transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
