@@ -18,6 +18,8 @@ from numba.extending import overload
 CHUNK = 128
 #: Rows per group for column maxima.
 GROUP = 16
+#: Elements per slice of a chunk that holds a collected edge.
+SLICE = 16
 
 
 def abs_key(x, mask):  # type: ignore[no-untyped-def]
@@ -68,25 +70,29 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
             row = a[r]
             rmax = abs_key(row[0], mask)
             rchunk = 0
-            for c in range(full + (m % CHUNK > 0)):
+            for c in range(full):
                 c0 = c * CHUNK
-                c1 = c0 + CHUNK if c < full else m
                 cmax = abs_key(row[c0], mask)
-                if c < full:
-                    for j in range(c0, c0 + CHUNK):  # the hot loop: fixed length and branch-free, so it vectorizes
-                        k = abs_key(row[j], mask)
-                        cmax = max(cmax, k)
-                        group_max[j] = max(group_max[j], k)
-                else:
-                    for j in range(c0, m):
-                        k = abs_key(row[j], mask)
-                        cmax = max(cmax, k)
-                        group_max[j] = max(group_max[j], k)
+                for j in range(c0, c0 + CHUNK):  # the hot loop: fixed length and branch-free, so it vectorizes
+                    k = abs_key(row[j], mask)
+                    cmax = max(cmax, k)
+                    group_max[j] = max(group_max[j], k)
                 if cmax > rmax:
-                    rmax = cmax
-                    rchunk = c0
+                    rmax, rchunk = cmax, c0
                 if cmax > threshold or (cmax == threshold and not strict):
-                    count, overflow = _collect(row, mask, row0 + r, c0, c1, threshold, strict,
+                    count, overflow = _collect_chunk(row, mask, row0 + r, c0, threshold, strict,
+                                                     buf_key, buf_row, buf_col, count, overflow)
+            if full * CHUNK < m:  # the last, shorter chunk
+                c0 = full * CHUNK
+                cmax = abs_key(row[c0], mask)
+                for j in range(c0, m):
+                    k = abs_key(row[j], mask)
+                    cmax = max(cmax, k)
+                    group_max[j] = max(group_max[j], k)
+                if cmax > rmax:
+                    rmax, rchunk = cmax, c0
+                if cmax > threshold or (cmax == threshold and not strict):
+                    count, overflow = _collect(row, mask, row0 + r, c0, m, threshold, strict,
                                                buf_key, buf_row, buf_col, count, overflow)
             row_key[r] = rmax
             arg = rchunk
@@ -94,9 +100,9 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
                 arg += 1
             row_col[r] = arg
         for j in range(m):
-            better = group_max[j] > col_key[j]
-            col_key[j] = group_max[j] if better else col_key[j]
-            col_group[j] = row0 + g0 if better else col_group[j]
+            if group_max[j] > col_key[j]:  # rare after the first groups: a well-predicted branch
+                col_key[j] = group_max[j]
+                col_group[j] = row0 + g0
     return count, overflow
 
 
@@ -114,7 +120,22 @@ def column_best_rows(a, mask, cols, col_key, col_group):
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
+def _collect_chunk(row, mask, r, c0, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
+    """Append the edges of a full chunk at or above the threshold, looking only into slices that hold one."""
+    for s in range(CHUNK // SLICE):
+        s0 = c0 + s * SLICE
+        smax = abs_key(row[s0], mask)
+        for j in range(s0, s0 + SLICE):  # fixed length: vectorizes
+            smax = max(smax, abs_key(row[j], mask))
+        if smax > threshold or (smax == threshold and not strict):
+            count, overflow = _collect(row, mask, r, s0, s0 + SLICE, threshold, strict,
+                                       buf_key, buf_row, buf_col, count, overflow)
+    return count, overflow
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
 def _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
+    """Append the edges of ``row[c0:c1]`` at or above the threshold."""
     for j in range(c0, c1):
         k = abs_key(row[j], mask)
         if k > threshold or (k == threshold and not strict):
