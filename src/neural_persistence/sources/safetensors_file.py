@@ -1,0 +1,101 @@
+"""Read one tensor of a ``.safetensors`` file at a time, memory-mapped, in its stored dtype.
+
+The format is an 8-byte little-endian header length, a JSON header (``dtype``, ``shape``, ``data_offsets`` per
+tensor) and the raw data. Reading it here rather than through ``safetensors.safe_open`` keeps bfloat16 tensors
+as their 16-bit patterns without torch (numpy has no bfloat16), maps each tensor only while it is measured (so
+the resident memory stays near the largest tensor, not the file), and lets a truncated or corrupt file be
+reported with the file and tensor it concerns.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.weights import BFloat16Bits
+
+__all__ = ["CorruptCheckpointError", "SafetensorsFile", "TensorInfo"]
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read as what it claims to be."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in its file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+    path: Path
+
+
+class SafetensorsFile:
+    """The header of a ``.safetensors`` file, checked against the file's size; tensors on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise CorruptCheckpointError(f"{self.path}: not a safetensors file (only {size} bytes)")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len > size - 8 or header_len > 100_000_000:
+                raise CorruptCheckpointError(
+                    f"{self.path}: header claims {header_len} bytes but the file has {size}; the file is truncated "
+                    "or not a safetensors file"
+                )
+            try:
+                header = json.loads(f.read(header_len))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CorruptCheckpointError(f"{self.path}: the header is not valid JSON ({err})") from None
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self.data_start = 8 + header_len
+        self.tensors: dict[str, TensorInfo] = {}
+        for name, entry in header.items():
+            start, end = (int(x) for x in entry["data_offsets"])
+            info = TensorInfo(name, entry["dtype"], tuple(int(s) for s in entry["shape"]), start, end, self.path)
+            self.tensors[name] = info
+        self.size = size
+
+    def check(self, name: str) -> TensorInfo:
+        """The tensor's place, or CorruptCheckpointError naming the file and tensor when it cannot be read."""
+        info = self.tensors[name]
+        if info.dtype not in _DTYPES:
+            raise CorruptCheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {info.dtype}")
+        itemsize = np.dtype(_DTYPES[info.dtype]).itemsize
+        expected = int(np.prod(info.shape, dtype=np.int64)) * itemsize
+        if info.end - info.start != expected or info.start < 0:
+            raise CorruptCheckpointError(
+                f"{self.path}: tensor {name!r} has {info.end - info.start} bytes for shape {info.shape} "
+                f"{info.dtype} ({expected} expected)"
+            )
+        if self.data_start + info.end > self.size:
+            raise CorruptCheckpointError(
+                f"{self.path}: tensor {name!r} ends at byte {self.data_start + info.end} but the file has "
+                f"{self.size}; the file is truncated"
+            )
+        return info
+
+    def read(self, name: str) -> Any:
+        """The tensor as a read-only memory map (bfloat16 as :class:`BFloat16Bits`); unmapped once dropped."""
+        info = self.check(name)
+        dtype = np.dtype(_DTYPES[info.dtype])
+        if int(np.prod(info.shape, dtype=np.int64)) == 0:
+            return np.empty(info.shape, dtype)
+        array = np.memmap(self.path, dtype, "r", self.data_start + info.start, info.shape)
+        return BFloat16Bits(array) if info.dtype == "BF16" else array
