@@ -1,0 +1,235 @@
+"""Analyse checkpoints: every linear map of every checkpoint, one tensor at a time, into the results database.
+
+Work units are (checkpoint, tensor). They run in a local pool of threads (the kernels release the GIL), or on
+a Dask cluster when a scheduler address is given; either way only spanning-tree values travel back, and the
+client alone writes the database. Units already in the database are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.compute import layer_tree
+from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor
+from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role
+from .store import Store
+
+__all__ = ["AnalysisSummary", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One tensor of one checkpoint of one run, and the matrices it yields."""
+
+    run: str
+    checkpoint: Checkpoint
+    tensor: TensorRef
+    specs: tuple[MatrixSpec, ...]
+
+
+@dataclass
+class AnalysisSummary:
+    """What an ``analyze`` call did."""
+
+    out: Path
+    measured: int = 0
+    skipped_done: int = 0
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint, tensor, message)
+
+
+def options_key(per_head: bool) -> str:
+    return f"per_head={int(per_head)}"
+
+
+def _heads(checkpoint: Checkpoint) -> HeadConfig:
+    if checkpoint.config is None:
+        return HeadConfig()
+    return HeadConfig.from_config(checkpoint.config, str(checkpoint.path / "config.json"))
+
+
+def plan_units(
+    paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False
+) -> tuple[list[tuple[str, Checkpoint]], list[Unit], list[tuple[str, Checkpoint, str, str]]]:
+    """Checkpoints (with their run), units to measure, and problems found while planning (run, ckpt, tensor, why)."""
+    runs, units, problems = [], [], []
+    names: set[str] = set()
+    for path in paths:
+        run = _unique(Path(path).resolve().name or "run", names)
+        for ckpt in find_checkpoints(path):
+            runs.append((run, ckpt))
+            try:
+                heads = _heads(ckpt)
+            except ValueError as err:
+                problems.append((run, ckpt, "config.json", str(err)))
+                heads = HeadConfig()
+            if per_head and not heads.known:
+                problems.append((run, ckpt, "config.json", "no head counts known (no usable config.json): "
+                                 "attention matrices are measured whole"))
+            for tensor, shard in ckpt.missing.items():
+                problems.append((run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
+            for ref in ckpt.tensors():
+                if len(ref.shape) != 2:
+                    continue
+                _, role = tensor_role(ref.name)
+                if role in ("embed", "lm_head") and not include_embeddings:
+                    continue
+                try:
+                    specs = plan_tensor(ref.name, ref.shape, heads, per_head)
+                except ValueError as err:
+                    problems.append((run, ckpt, ref.name, str(err)))
+                    continue
+                units.append(Unit(run, ckpt, ref, tuple(specs)))
+    return runs, units, problems
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, i = name, 1
+    while candidate in taken:
+        i += 1
+        candidate = f"{name}-{i}"
+    taken.add(candidate)
+    return candidate
+
+
+def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec]) -> list[tuple]:
+    """Spanning-tree values of every matrix a tensor yields: (head, block, role, rows, cols, max_abs, tree)."""
+    data = read_tensor(tensor)
+    rows = []
+    for spec in specs:
+        label = f"{tensor.file}: tensor {tensor.name!r}" + (f" head {spec.head}" if spec.head >= 0 else "")
+        tree = layer_tree(cut(data, spec), name=label)
+        rows.append((spec.head, spec.block, spec.role, spec.rows, spec.cols, tree.max_abs, tree.values))
+    del data
+    return rows
+
+
+def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
+    """What ``analyze`` would measure: one dict per matrix (run, checkpoint, step, tensor, block, role, head, shape)."""
+    _, units, _ = plan_units(paths, per_head, include_embeddings)
+    return [
+        {"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
+         "block": s.block, "role": s.role, "head": s.head, "rows": s.rows, "cols": s.cols, "dtype": u.tensor.dtype}
+        for u in units for s in u.specs
+    ]
+
+
+def analyze(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    per_head: bool = False,
+    include_embeddings: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool | Callable[[int, int, str], None] = False,
+) -> AnalysisSummary:
+    """Measure every linear map of every checkpoint under ``paths`` into ``out/results.sqlite``.
+
+    Parameters
+    ----------
+    paths
+        Checkpoints: HF model directories, ``.safetensors`` files, or directories of checkpoints. Each path is
+        one run (named after it).
+    out
+        Output directory; holds the database. Running again computes only what is missing.
+    per_head
+        Cut q, k, v (rows) and o (columns) into attention heads, using the head counts of ``config.json``.
+    include_embeddings
+        Also measure embeddings and the LM head (listed but skipped by default).
+    workers
+        Threads of the local pool (default: all cores).
+    scheduler
+        Address of a Dask scheduler (``tcp://host:8786``); workers read the tensors from the same paths.
+    progress
+        True for a progress bar on the terminal, or a callback ``(done, total, what)``.
+    """
+    summary = AnalysisSummary(Path(out))
+    options = options_key(per_head)
+    with Store(out) as store:
+        runs, units, problems = plan_units(paths, per_head, include_embeddings)
+        for run, ckpt in runs:
+            store.add_checkpoint(run, ckpt.name, ckpt.step, str(ckpt.path))
+        for run, ckpt, tensor, message in problems:
+            store.save_error(run, ckpt.name, tensor, options, message)
+            summary.errors.append((ckpt.name, tensor, message))
+        todo = [u for u in units if not store.is_done(u.run, u.checkpoint.name, u.tensor.name, options)]
+        summary.skipped_done = len(units) - len(todo)
+        report = _progress(progress, len(todo))
+        try:
+            for unit, result in _execute(todo, workers, scheduler):
+                if isinstance(result, BaseException):
+                    message = str(result) if _names_file(result, unit) else f"{unit.tensor.file}: tensor {unit.tensor.name!r}: {result}"
+                    store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, options, message)
+                    summary.errors.append((unit.checkpoint.name, unit.tensor.name, message))
+                else:
+                    store.save(unit.run, unit.checkpoint.name, unit.tensor.name, options, result)
+                    summary.measured += 1
+                report(f"{unit.checkpoint.name} {unit.tensor.name}")
+        finally:
+            report(None)
+    return summary
+
+
+def _names_file(err: BaseException, unit: Unit) -> bool:
+    return str(unit.tensor.file) in str(err)
+
+
+def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> Iterable[tuple[Unit, Any]]:
+    """(unit, rows or the exception it raised), as units finish."""
+    if scheduler is not None:
+        yield from _execute_dask(units, scheduler)
+        return
+    threads = workers or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (workers or 1)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="np-analyze") as pool:
+        futures: dict[Future[list[tuple]], Unit] = {pool.submit(measure_unit, u.tensor, u.specs): u for u in units}
+        for future in as_completed(futures):
+            err = future.exception()
+            yield futures[future], err if err is not None else future.result()
+
+
+def _execute_dask(units: list[Unit], scheduler: str) -> Iterable[tuple[Unit, Any]]:
+    from .._optional import require
+
+    distributed = require("dask.distributed", "dask")
+    with distributed.Client(scheduler) as client:
+        futures = {client.submit(measure_unit, u.tensor, u.specs, pure=False): u for u in units}
+        for future in distributed.as_completed(list(futures)):
+            unit = futures[future]
+            if future.status == "error":
+                yield unit, future.exception()
+            else:
+                yield unit, future.result()
+
+
+def _progress(progress: bool | Callable[[int, int, str], None], total: int) -> Callable[[str | None], None]:
+    """A reporter called once per finished unit (and with None at the end)."""
+    if callable(progress):
+        state = {"done": 0}
+
+        def call(what: str | None) -> None:
+            if what is not None:
+                state["done"] += 1
+                progress(state["done"], total, what)  # type: ignore[operator]
+
+        return call
+    if not progress or total == 0:
+        return lambda what: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]measuring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.description}"))
+    bar.start()
+    task = bar.add_task("", total=total)
+
+    def advance(what: str | None) -> None:
+        if what is None:
+            bar.stop()
+        else:
+            bar.update(task, advance=1, description=what)
+
+    return advance

@@ -1,0 +1,125 @@
+"""The results database of an analysis: SQLite in the output directory, written one tensor at a time.
+
+What is stored is each matrix's raw spanning-tree values (|w|, exact float64) and its max |w|: the tree does not
+depend on the normalization, so any normalization (global, per layer, per role) and any p is applied when the
+table is read, and a run killed at any point loses at most the tensor in flight. Keys: checkpoint, tensor, head,
+and the options that change what is measured (``per_head``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DB_NAME", "Store", "StoredTree"]
+
+DB_NAME = "results.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run TEXT, checkpoint TEXT, step INTEGER, path TEXT, PRIMARY KEY (run, checkpoint));
+CREATE TABLE IF NOT EXISTS trees (
+    run TEXT, checkpoint TEXT, tensor TEXT, head INTEGER, options TEXT,
+    block INTEGER, role TEXT, rows INTEGER, cols INTEGER, max_abs REAL, tree BLOB,
+    PRIMARY KEY (run, checkpoint, tensor, head, options));
+CREATE TABLE IF NOT EXISTS done (
+    run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, error TEXT,
+    PRIMARY KEY (run, checkpoint, tensor, options));
+"""
+
+
+@dataclass(frozen=True)
+class StoredTree:
+    """One measured matrix as stored."""
+
+    run: str
+    checkpoint: str
+    step: int | None
+    tensor: str
+    head: int
+    block: int
+    role: str
+    rows: int
+    cols: int
+    max_abs: float
+    tree: np.ndarray
+
+
+class Store:
+    """The analysis database; every write is committed at once (WAL journal), so nothing done is lost."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path = self.out / DB_NAME
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_checkpoint(self, run: str, checkpoint: str, step: int | None, path: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (run, checkpoint, step, path))
+        self.db.commit()
+
+    def is_done(self, run: str, checkpoint: str, tensor: str, options: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM done WHERE run=? AND checkpoint=? AND tensor=? AND options=? AND error IS NULL",
+            (run, checkpoint, tensor, options),
+        ).fetchone()
+        return row is not None
+
+    def save(self, run: str, checkpoint: str, tensor: str, options: str, rows: Iterable[tuple]) -> None:
+        """All matrices of one tensor, and its completion mark, in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs, _pack(tree))
+                 for head, block, role, r, c, max_abs, tree in rows],
+            )
+            self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL)", (run, checkpoint, tensor, options))
+
+    def save_error(self, run: str, checkpoint: str, tensor: str, options: str, message: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?)", (run, checkpoint, tensor, options, message))
+
+    def errors(self) -> list[tuple[str, str, str, str]]:
+        """(run, checkpoint, tensor, message) of every tensor that could not be measured."""
+        return self.db.execute("SELECT run, checkpoint, tensor, error FROM done WHERE error IS NOT NULL").fetchall()
+
+    def trees(self, options: str | None = None) -> Iterator[StoredTree]:
+        query = (
+            "SELECT t.run, t.checkpoint, c.step, t.tensor, t.head, t.block, t.role, t.rows, t.cols, t.max_abs, t.tree "
+            "FROM trees t LEFT JOIN checkpoints c ON t.run = c.run AND t.checkpoint = c.checkpoint"
+            + (" WHERE t.options = ?" if options is not None else "")
+            + " ORDER BY c.step, t.checkpoint, t.block, t.tensor, t.head"
+        )
+        for row in self.db.execute(query, (options,) if options is not None else ()):
+            yield StoredTree(*row[:10], _unpack(row[10]))  # type: ignore[arg-type]
+
+    def option_sets(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT options FROM trees ORDER BY options")]
+
+
+def _pack(tree: np.ndarray) -> bytes:
+    return zlib.compress(np.ascontiguousarray(tree, dtype="<f8").tobytes(), 1)
+
+
+def _unpack(blob: bytes) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype="<f8")

@@ -1,0 +1,144 @@
+"""Find checkpoints on disk and list the tensors they hold, without loading any.
+
+Accepted: a Hugging Face model directory (``config.json`` with ``model.safetensors``, or shards with their
+``model.safetensors.index.json``, or ``pytorch_model.bin``), a single ``.safetensors`` file, or a directory of
+such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step comes from the name, else from
+``trainer_state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .safetensors_file import CorruptCheckpointError, SafetensorsFile
+
+__all__ = ["Checkpoint", "TensorRef", "find_checkpoints"]
+
+_STEP = re.compile(r"(?:checkpoint|step|global_step|iter|ckpt)[-_]?(\d+)$|(?:^|[-_])(\d+)$")
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor of a checkpoint: its name, shape, dtype and the file holding it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    file: Path
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint: where it is, its step (if known), its config, and its weight files."""
+
+    name: str
+    path: Path
+    step: int | None
+    files: list[Path]
+    config: dict[str, Any] | None = None
+    missing: dict[str, Path] = field(default_factory=dict)  # tensor -> shard file that is not there
+
+    def tensors(self) -> list[TensorRef]:
+        """Every tensor in the checkpoint's files (headers only), in file order."""
+        refs = []
+        for file in self.files:
+            if file.suffix == ".bin":
+                refs += [TensorRef(n, tuple(t.shape), str(t.dtype), file) for n, t in _torch_bin(file).items()]
+                continue
+            header = SafetensorsFile(file)
+            refs += [TensorRef(i.name, i.shape, i.dtype, file) for i in header.tensors.values()]
+        return refs
+
+
+def find_checkpoints(path: str | Path) -> list[Checkpoint]:
+    """The checkpoints at ``path``, ordered by step (then name)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".bin"):
+            raise ValueError(f"{path}: expected a .safetensors or pytorch_model.bin file, or a directory")
+        return [Checkpoint(path.stem, path, _step(path.parent, path.stem), [path], _config(path.parent))]
+    own = _weight_files(path)
+    if own is not None:
+        files, missing = own
+        return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing)]
+    found = [c for sub in sorted(p for p in path.iterdir() if p.is_dir()) for c in _maybe(sub)]
+    if not found:
+        raise FileNotFoundError(
+            f"{path}: no checkpoint found (looked for *.safetensors, model.safetensors.index.json or "
+            "pytorch_model.bin here and in its subdirectories)"
+        )
+    return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
+
+
+def _maybe(path: Path) -> list[Checkpoint]:
+    own = _weight_files(path)
+    if own is None:
+        return []
+    files, missing = own
+    return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing)]
+
+
+def _weight_files(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
+    index = sorted(path.glob("*.safetensors.index.json"))
+    if index:
+        weight_map = json.loads(index[0].read_text())["weight_map"]
+        shards = sorted({path / f for f in weight_map.values()})
+        missing = {t: path / f for t, f in weight_map.items() if not (path / f).is_file()}
+        return [s for s in shards if s.is_file()], missing
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files, {}
+    bins = sorted(path.glob("pytorch_model*.bin"))
+    if bins:
+        return bins, {}
+    return None
+
+
+def _step(folder: Path, name: str) -> int | None:
+    match = _STEP.search(name)
+    if match:
+        return int(match.group(1) or match.group(2))
+    state = folder / "trainer_state.json"
+    if state.is_file():
+        step = json.loads(state.read_text()).get("global_step")
+        return int(step) if step is not None else None
+    return None
+
+
+def _config(folder: Path) -> dict[str, Any] | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(config.read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptCheckpointError(f"{config}: not valid JSON ({err})") from None
+    return data
+
+
+def _torch_bin(file: Path) -> dict[str, Any]:
+    """A ``pytorch_model.bin`` through ``torch.load(weights_only=True)``; anything needing code is refused."""
+    from .._optional import require
+
+    torch = require("torch", "torch")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises UnpicklingError (or RuntimeError) for unsafe or broken files
+        raise CorruptCheckpointError(
+            f"{file}: refused to load: it is not a plain tensor checkpoint that torch.load(weights_only=True) "
+            f"accepts (a pickle that would run code, or a damaged file). Convert it to safetensors. ({err})"
+        ) from None
+    return {k: v for k, v in state.items() if hasattr(v, "shape")}
+
+
+def read_tensor(ref: TensorRef) -> Any:
+    """The tensor's data, memory-mapped where the format allows."""
+    if ref.file.suffix == ".bin":
+        return _torch_bin(ref.file)[ref.name]
+    return SafetensorsFile(ref.file).read(ref.name)
