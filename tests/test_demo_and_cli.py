@@ -39,7 +39,7 @@ def test_cli_layers_matches_api(tmp_path: Path) -> None:
 
 def test_cli_help_teaches() -> None:
     out = subprocess.run([sys.executable, "-m", "neural_persistence.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "Example:" in out.stdout
+    assert out.returncode == 0 and "describe" in out.stdout and "only what is missing is computed" in out.stdout
 
 
 def test_import_stays_light() -> None:

@@ -1,31 +1,111 @@
-"""The ``neural-persistence`` command."""
+"""The ``neural-persistence`` command: the same functions as the Python API, with tables and progress bars."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
+_DESCRIPTION = """\
+Neural persistence (Rieck et al., ICLR 2019) of network weights: each weight matrix is a bipartite graph
+weighted by |w| / max|w|; the 0-dimensional persistence of that graph (its maximum spanning tree) is summarised
+by a p-norm, normalized to [0, ~1]. Higher means stronger, more structured connectivity.
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="neural-persistence",
-        description="Neural persistence (Rieck et al., ICLR 2019) of network weights.",
-        epilog="Example: neural-persistence layers weights.npz  (an .npz of 2-D arrays, one per layer, in order)",
+Typical session on a training run (a folder of checkpoint-*/ directories with config.json and safetensors):
+
+  neural-persistence describe runs/my-run                   # what would be measured: roles, heads, shapes
+  neural-persistence analyze runs/my-run --out np/my-run --per-head
+  neural-persistence report np/my-run                       # plots + np/my-run/report.html
+  neural-persistence compare np/run-a np/run-b --out np/cmp # several runs on one axis
+
+Results go to an SQLite database in --out as each tensor finishes: kill a run any time, start it again, and
+only what is missing is computed."""
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _table(title: str, frame: Any, digits: int = 4) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right", overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row])
+    return table
+
+
+def _describe(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .analysis.analyze import describe, plan_units
+
+    rows = pd.DataFrame(describe(args.paths, args.per_head, args.include_embeddings))
+    _, _, problems = plan_units(args.paths, args.per_head, args.include_embeddings)
+    console = _console()
+    if rows.empty:
+        console.print("nothing to measure")
+        return 1
+    first = rows[rows["checkpoint"] == rows["checkpoint"].iloc[0]]
+    summary = (
+        first.groupby(["tensor", "block", "role", "rows", "cols", "dtype"], sort=False)["head"]
+        .agg(lambda h: len(h) if (h >= 0).any() else "-").reset_index().rename(columns={"head": "heads"})
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    layers = sub.add_parser("layers", help="NP of every 2-D array in an .npz file, one row per layer")
-    layers.add_argument("path", help=".npz file whose arrays are the layers, in order")
-    layers.add_argument("-p", type=float, default=2.0, help="order of the norm (default 2)")
-    layers.add_argument("--normalization", choices=["global", "layer"], default="global")
-    sub.add_parser("demo", help="train a small MLP on scikit-learn's digits and show its NP")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo
+    console.print(_table(f"matrices of {rows['checkpoint'].iloc[0]} (one checkpoint shown)", summary))
+    counts = rows.groupby(["run", "checkpoint", "step"], dropna=False).size().reset_index(name="matrices")
+    console.print(_table("checkpoints", counts))
+    for run, ckpt, tensor, why in problems:
+        console.print(f"[yellow]note[/yellow] {run}/{ckpt.name} {tensor}: {why}")
+    return 0
 
-        demo([])
-        return 0
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis.analyze import analyze
+    from .analysis.table import export, load_table
+
+    console = _console()
+    summary = analyze(args.paths, args.out, per_head=args.per_head, include_embeddings=args.include_embeddings,
+                      workers=args.workers, scheduler=args.scheduler, progress=True)
+    path = export(args.out, args.format, normalization=args.normalization, per_head=args.per_head)
+    frame = load_table(args.out, normalization=args.normalization, per_head=args.per_head)
+    table = frame.pivot_table(index=["run", "step", "checkpoint"], columns="role", values="normalized_np",
+                              aggfunc="mean").reset_index().sort_values(["run", "step"])
+    console.print(_table(f"mean normalized NP per role ({args.normalization} normalization)", table))
+    console.print(f"measured {summary.measured} tensors, {summary.skipped_done} already done; table: {path}")
+    for ckpt, tensor, message in summary.errors:
+        console.print(f"[red]error[/red] {ckpt} {tensor}: {message}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .analysis.report import report
+
+    result = report(args.dir, normalization=args.normalization, penalty_scale=args.penalty_scale)
+    console = _console()
+    console.print(_table("change points per role", result.tables["role_changes"]))
+    console.print(f"wrote {result.html} and {len(result.figures)} figures")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .analysis.report import compare
+
+    result = compare(args.dirs, args.out, normalization=args.normalization)
+    console = _console()
+    console.print(_table("mean normalized NP per role, first and last checkpoint", result.tables["summary"]))
+    console.print(f"wrote {result.html}")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
     import numpy as np
 
     import neural_persistence as npers
@@ -35,6 +115,74 @@ def main(argv: list[str] | None = None) -> int:
     print(result.to_frame().to_string(index=False))
     print(f"mean normalized NP: {result.mean_normalized_np:.6f}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo
+
+    demo(["--fast"] if args.fast else [])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neural-persistence", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def paths_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--per-head", action="store_true",
+                       help="cut q, k, v (rows) and o (columns) into attention heads, using config.json")
+        p.add_argument("--include-embeddings", action="store_true",
+                       help="also measure embeddings and the LM head (skipped by default)")
+
+    p = sub.add_parser("describe", help="list what would be measured (roles, heads, shapes) without computing")
+    p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
+    paths_options(p)
+    p.set_defaults(run=_describe)
+
+    p = sub.add_parser("analyze", help="measure every linear map of every checkpoint; resumable")
+    p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
+    p.add_argument("--out", required=True, type=Path, help="output folder (database, results table)")
+    paths_options(p)
+    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global",
+                   help="w_max over the whole checkpoint (global, the paper's), each matrix, or each role")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
+    p.add_argument("--workers", type=int, default=None, help="threads of the local pool (default: all cores)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address, e.g. tcp://host:8786 (workers must see the same paths)")
+    p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("report", help="plots and report.html for a finished analysis")
+    p.add_argument("dir", type=Path, help="an analyze --out folder")
+    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
+    p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("compare", help="several analyses on common axes (step, tokens)")
+    p.add_argument("dirs", nargs="+", type=Path, help="analyze --out folders")
+    p.add_argument("--out", required=True, type=Path, help="folder for compare.html and plots")
+    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("layers", help="NP of every 2-D array in an .npz file, one row per layer")
+    p.add_argument("path", help=".npz file whose arrays are the layers, in order")
+    p.add_argument("-p", type=float, default=2.0, help="order of the norm (default 2)")
+    p.add_argument("--normalization", choices=["global", "layer"], default="global")
+    p.set_defaults(run=_layers)
+
+    p = sub.add_parser("demo", help="the make-demo job")
+    p.add_argument("--fast", action="store_true")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"neural-persistence {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

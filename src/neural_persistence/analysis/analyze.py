@@ -153,7 +153,7 @@ def analyze(
     with Store(out) as store:
         runs, units, problems = plan_units(paths, per_head, include_embeddings)
         for run, ckpt in runs:
-            store.add_checkpoint(run, ckpt.name, ckpt.step, str(ckpt.path))
+            store.add_checkpoint(run, ckpt.name, ckpt.step, ckpt.tokens, str(ckpt.path))
         for run, ckpt, tensor, message in problems:
             store.save_error(run, ckpt.name, tensor, options, message)
             summary.errors.append((ckpt.name, tensor, message))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["plot_diagram"]
+__all__ = ["compare_runs", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot", "save"]
 
 
 def _pyplot() -> Any:
@@ -49,3 +51,120 @@ def plot_diagram(diagram: PersistenceDiagram, title: str = "", path: str | Path 
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return ax
+
+
+ROLE_ORDER = ("q", "k", "v", "o", "qkv", "mlp_gate", "mlp_up", "mlp_down", "embed", "lm_head", "other")
+
+
+def _roles(frame: Any) -> list[str]:
+    present = set(frame["role"])
+    return [r for r in ROLE_ORDER if r in present]
+
+
+def save(fig: Any, path: str | Path) -> list[Path]:
+    """Save a figure as PNG and SVG next to each other; returns both paths."""
+    plt = _pyplot()
+    path = Path(path)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    out = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    fig.savefig(out[0], dpi=110)
+    fig.savefig(out[1])
+    plt.close(fig)
+    return out
+
+
+def layer_heatmap(frame: Any, run: str | None = None) -> Any:
+    """Normalized NP by block (rows) and step (columns), one panel per role (heads averaged)."""
+    plt = _pyplot()
+    data = frame if run is None else frame[frame["run"] == run]
+    data = data.dropna(subset=["step"])
+    roles = _roles(data)
+    ncols = min(4, len(roles))
+    nrows = -(-len(roles) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1, 3.0 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel()[len(roles):]:
+        ax.set_visible(False)
+    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
+    image = None
+    for ax, role in zip(axes.ravel(), roles):
+        grid = data[data["role"] == role].pivot_table(index="block", columns="step", values="normalized_np")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="viridis")
+        ax.set_title(role)
+        ax.set_xlabel("step")
+        ticks = np.linspace(0, grid.shape[1] - 1, min(5, grid.shape[1])).astype(int)
+        ax.set_xticks(ticks, [str(grid.columns[t]) for t in ticks], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
+        ax.set_ylabel("block")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="normalized NP", shrink=0.8)
+    fig.suptitle("normalized NP by block and step")
+    return fig
+
+
+def role_trajectory_plot(frame: Any, changes: Any = None, x: str = "step") -> Any:
+    """Mean normalized NP per role over training, one line per (run, role); change points as dotted lines."""
+    from .trajectory import role_trajectories
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    means = role_trajectories(frame.dropna(subset=["step"]))
+    runs = list(dict.fromkeys(means["run"]))
+    styles = ["-", "--", ":", "-."]
+    for i, run in enumerate(runs):
+        for j, role in enumerate(_roles(means[means["run"] == run])):
+            series = means[(means["run"] == run) & (means["role"] == role)]
+            label = role if len(runs) == 1 else f"{run}: {role}"
+            ax.plot(series["step"], series["normalized_np"], styles[i % 4], color=f"C{j}", marker=".", label=label)
+            if changes is not None:
+                row = changes[(changes["run"] == run) & (changes["role"] == role)]
+                for step in (row["change_points"].iloc[0] if len(row) else []):
+                    ax.axvline(step, color=f"C{j}", ls=":", lw=1, alpha=0.7)
+    ax.set_xlabel(x)
+    ax.set_ylabel("mean normalized NP")
+    ax.set_title("neural persistence per role" + (" (dotted: change points)" if changes is not None else ""))
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
+    """Normalized NP of every attention head at one checkpoint: block (rows) x head (columns), per role."""
+    plt = _pyplot()
+    data = frame[(frame["checkpoint"] == checkpoint) & (frame["head"] >= 0)]
+    if run is not None:
+        data = data[data["run"] == run]
+    roles = [r for r in ("q", "k", "v", "o") if r in set(data["role"])]
+    if not roles:
+        raise ValueError(f"no per-head results at checkpoint {checkpoint!r}; analyse with per_head=True")
+    fig, axes = plt.subplots(1, len(roles), figsize=(3.0 * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
+    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
+    image = None
+    for ax, role in zip(axes[0], roles):
+        grid = data[data["role"] == role].pivot_table(index="block", columns="head", values="normalized_np")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="magma")
+        ax.set_title(role)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(grid.shape[1]), [str(h) for h in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
+    axes[0][0].set_ylabel("block")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
+    fig.suptitle(f"per-head normalized NP at {checkpoint}")
+    return fig
+
+
+def compare_runs(frames: dict[str, Any], x: str = "step") -> Any:
+    """Mean normalized NP over all matrices, one line per run, against ``step`` or ``tokens``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, frame) in enumerate(frames.items()):
+        if x not in frame or frame[x].isna().all():
+            continue
+        series = frame.groupby(x)["normalized_np"].mean()
+        ax.plot(series.index, series.to_numpy(), marker=".", color=f"C{i}", label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel("mean normalized NP")
+    ax.set_title(f"runs compared by {x}")
+    ax.legend(fontsize=8)
+    return fig

@@ -24,7 +24,7 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    run TEXT, checkpoint TEXT, step INTEGER, path TEXT, PRIMARY KEY (run, checkpoint));
+    run TEXT, checkpoint TEXT, step INTEGER, tokens INTEGER, path TEXT, PRIMARY KEY (run, checkpoint));
 CREATE TABLE IF NOT EXISTS trees (
     run TEXT, checkpoint TEXT, tensor TEXT, head INTEGER, options TEXT,
     block INTEGER, role TEXT, rows INTEGER, cols INTEGER, max_abs REAL, tree BLOB,
@@ -42,6 +42,7 @@ class StoredTree:
     run: str
     checkpoint: str
     step: int | None
+    tokens: int | None
     tensor: str
     head: int
     block: int
@@ -74,8 +75,8 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add_checkpoint(self, run: str, checkpoint: str, step: int | None, path: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (run, checkpoint, step, path))
+    def add_checkpoint(self, run: str, checkpoint: str, step: int | None, tokens: int | None, path: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", (run, checkpoint, step, tokens, path))
         self.db.commit()
 
     def is_done(self, run: str, checkpoint: str, tensor: str, options: str) -> bool:
@@ -105,13 +106,13 @@ class Store:
 
     def trees(self, options: str | None = None) -> Iterator[StoredTree]:
         query = (
-            "SELECT t.run, t.checkpoint, c.step, t.tensor, t.head, t.block, t.role, t.rows, t.cols, t.max_abs, t.tree "
+            "SELECT t.run, t.checkpoint, c.step, c.tokens, t.tensor, t.head, t.block, t.role, t.rows, t.cols, t.max_abs, t.tree "
             "FROM trees t LEFT JOIN checkpoints c ON t.run = c.run AND t.checkpoint = c.checkpoint"
             + (" WHERE t.options = ?" if options is not None else "")
             + " ORDER BY c.step, t.checkpoint, t.block, t.tensor, t.head"
         )
         for row in self.db.execute(query, (options,) if options is not None else ()):
-            yield StoredTree(*row[:10], _unpack(row[10]))  # type: ignore[arg-type]
+            yield StoredTree(*row[:11], _unpack(row[11]))  # type: ignore[arg-type]
 
     def option_sets(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT options FROM trees ORDER BY options")]

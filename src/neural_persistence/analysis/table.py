@@ -20,7 +20,7 @@ from .store import DB_NAME, Store
 __all__ = ["NORMALIZATIONS", "COLUMNS", "export", "load_table"]
 
 NORMALIZATIONS = ("global", "layer", "role")
-COLUMNS = ["run", "checkpoint", "step", "tensor", "block", "role", "head", "rows", "cols", "np", "normalized_np",
+COLUMNS = ["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "rows", "cols", "np", "normalized_np",
            "max_abs", "scale"]
 
 
@@ -49,8 +49,9 @@ def load_table(
             raise ValueError(f"{out} holds no results with {wanted}; it has {sets}")
         trees = list(store.trees(wanted))
     frame = pd.DataFrame(
-        [(t.run, t.checkpoint, t.step, t.tensor, t.block, t.role, t.head, t.rows, t.cols, t.max_abs) for t in trees],
-        columns=["run", "checkpoint", "step", "tensor", "block", "role", "head", "rows", "cols", "max_abs"],
+        [(t.run, t.checkpoint, t.step, t.tokens, t.tensor, t.block, t.role, t.head, t.rows, t.cols, t.max_abs)
+         for t in trees],
+        columns=["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "rows", "cols", "max_abs"],
     )
     if normalization == "global":
         scale = frame.groupby(["run", "checkpoint"])["max_abs"].transform("max")
@@ -71,6 +72,7 @@ def load_table(
     frame["np"] = values
     frame["normalized_np"] = normalized
     frame["step"] = frame["step"].astype("Int64")
+    frame["tokens"] = frame["tokens"].astype("Int64")
     return frame[COLUMNS]
 
 

@@ -41,6 +41,7 @@ class Checkpoint:
     files: list[Path]
     config: dict[str, Any] | None = None
     missing: dict[str, Path] = field(default_factory=dict)  # tensor -> shard file that is not there
+    tokens: int | None = None  # training tokens seen, when trainer_state.json records them
 
     def tensors(self) -> list[TensorRef]:
         """Every tensor in the checkpoint's files (headers only), in file order."""
@@ -62,11 +63,11 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
     if path.is_file():
         if path.suffix not in (".safetensors", ".bin"):
             raise ValueError(f"{path}: expected a .safetensors or pytorch_model.bin file, or a directory")
-        return [Checkpoint(path.stem, path, _step(path.parent, path.stem), [path], _config(path.parent))]
-    own = _weight_files(path)
-    if own is not None:
-        files, missing = own
-        return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing)]
+        return [Checkpoint(path.stem, path, _step(path.parent, path.stem), [path], _config(path.parent),
+                           tokens=_tokens(path.parent))]
+    own = _maybe(path)
+    if own:
+        return own
     found = [c for sub in sorted(p for p in path.iterdir() if p.is_dir()) for c in _maybe(sub)]
     if not found:
         raise FileNotFoundError(
@@ -81,7 +82,7 @@ def _maybe(path: Path) -> list[Checkpoint]:
     if own is None:
         return []
     files, missing = own
-    return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing)]
+    return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing, _tokens(path))]
 
 
 def _weight_files(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
@@ -109,6 +110,17 @@ def _step(folder: Path, name: str) -> int | None:
         step = json.loads(state.read_text()).get("global_step")
         return int(step) if step is not None else None
     return None
+
+
+def _tokens(folder: Path) -> int | None:
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return None
+    data = json.loads(state.read_text())
+    seen = data.get("num_input_tokens_seen")
+    for entry in data.get("log_history", []):
+        seen = entry.get("num_input_tokens_seen", seen)
+    return int(seen) if seen is not None else None
 
 
 def _config(folder: Path) -> dict[str, Any] | None:

@@ -1,0 +1,111 @@
+"""``report``: the plots of a finished analysis and a one-page ``report.html`` that shows them with key tables."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .plots import compare_runs, heads_heatmap, layer_heatmap, role_trajectory_plot, save
+from .store import Store
+from .table import load_table
+from .trajectory import change_summary, role_trajectories
+
+__all__ = ["Report", "compare", "report"]
+
+
+@dataclass
+class Report:
+    """What a report wrote: the HTML page, the figures, and the tables shown."""
+
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+def _table_html(frame: Any, digits: int = 4) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t")
+
+
+_STYLE = """<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table.t{border-collapse:collapse;font-size:13px}
+table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}h2{margin-top:1.6em}</style>"""
+
+
+def report(out: str | Path, *, normalization: str = "global", penalty_scale: float = 1.0,
+           extra_sections: list[tuple[str, str]] | None = None) -> Report:
+    """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out``.
+
+    ``extra_sections`` are (title, HTML) pairs placed before the tables (the demo adds loss curves there).
+    """
+    out = Path(out)
+    frame = load_table(out, normalization=normalization)
+    if frame.empty:
+        raise ValueError(f"{out}: the analysis holds no results yet")
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    result = Report(out / "report.html")
+    changes = change_summary(frame, by="role", penalty_scale=penalty_scale)
+    by_matrix = change_summary(frame, by="matrix", penalty_scale=penalty_scale)
+    result.figures += save(role_trajectory_plot(frame, changes), plots / "trajectories")
+    result.figures += save(layer_heatmap(frame), plots / "layer_heatmap")
+    checkpoints = frame.dropna(subset=["step"]).sort_values("step")["checkpoint"].unique().tolist() or \
+        frame["checkpoint"].unique().tolist()
+    has_heads = (frame["head"] >= 0).any()
+    if has_heads:
+        for label, ckpt in (("first", checkpoints[0]), ("last", checkpoints[-1])):
+            result.figures += save(heads_heatmap(frame, ckpt), plots / f"heads_{label}")
+    last = frame[frame["checkpoint"] == checkpoints[-1]]
+    result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
+    result.tables["role_changes"] = changes
+    result.tables["first_changes"] = by_matrix.dropna(subset=["first_change"]).head(15)
+    with Store(out) as store:
+        errors = store.errors()
+    result.tables["errors"] = errors
+    sections = [f"<h1>Neural persistence report</h1><p>{len(checkpoints)} checkpoints, "
+                f"{frame['tensor'].nunique()} tensors, {len(frame)} measured matrices; normalization "
+                f"<b>{normalization}</b>; change points: PELT (l2), penalty scale {penalty_scale}.</p>"]
+    for title, body in extra_sections or []:
+        sections.append(f"<h2>{html.escape(title)}</h2>{body}")
+    pngs = [f for f in result.figures if f.suffix == ".png"]
+    sections.append("<h2>Trajectories per role</h2>" + "".join(
+        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
+    sections.append("<h2>Layer x step</h2>" + "".join(
+        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
+    if has_heads:
+        sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
+            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
+    sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
+    sections.append("<h2>Change points per role</h2>" + _table_html(changes))
+    sections.append("<h2>Matrices that change first</h2>" + _table_html(result.tables["first_changes"]))
+    if errors:
+        sections.append("<h2>Tensors that could not be measured</h2><ul>" + "".join(
+            f"<li>{html.escape(c)} / {html.escape(t)}: {html.escape(m)}</li>" for _, c, t, m in errors) + "</ul>")
+    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>neural persistence</title>{_STYLE}"
+                           + "\n".join(sections))
+    return result
+
+
+def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global") -> Report:
+    """Several analyses on common axes (step, and tokens where known): ``compare.html`` and plots in ``dest``."""
+    dest = Path(dest)
+    (dest / "plots").mkdir(parents=True, exist_ok=True)
+    frames = {}
+    for out in outs:
+        frame = load_table(out, normalization=normalization)
+        for run, part in frame.groupby("run"):
+            frames[run if len(outs) == 1 else f"{Path(out).name}/{run}"] = part
+    result = Report(dest / "compare.html")
+    result.figures += save(compare_runs(frames, "step"), dest / "plots" / "compare_step")
+    if any(f["tokens"].notna().any() for f in frames.values()):
+        result.figures += save(compare_runs(frames, "tokens"), dest / "plots" / "compare_tokens")
+    joined = __import__("pandas").concat([f.assign(run=name) for name, f in frames.items()])
+    result.figures += save(role_trajectory_plot(joined), dest / "plots" / "compare_roles")
+    summary = role_trajectories(joined).groupby(["run", "role"])["normalized_np"].agg(["first", "last"]).reset_index()
+    result.tables["summary"] = summary
+    images = "".join(f'<img src="plots/{f.name}">' for f in result.figures if f.suffix == ".png")
+    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>compare</title>{_STYLE}<h1>Runs compared</h1>"
+                           f"{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
+                           + _table_html(summary))
+    return result

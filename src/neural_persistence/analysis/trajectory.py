@@ -1,0 +1,91 @@
+"""Neural persistence over training: tidy trajectories, per-series change points, and who changes first.
+
+Change points are found with PELT (``ruptures``, cost ``l2``: a change in mean) on each series of normalized NP
+over checkpoints. The penalty is BIC-like, ``pen = 2 * sigma^2 * log(n)``, with the noise level ``sigma``
+estimated robustly from the series itself (median absolute first difference / (0.6745 * sqrt(2))), so one
+penalty works for series of any scale; ``penalty_scale`` multiplies it (larger: fewer change points).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from .store import DB_NAME
+
+__all__ = ["change_points", "change_summary", "role_trajectories", "trajectory"]
+
+
+def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) -> Any:
+    """The tidy DataFrame of NP over the checkpoints of a run.
+
+    ``path`` is either an analysis output directory (holding ``results.sqlite``) or a run's checkpoint
+    directory, which is then analysed first into ``out`` (default ``<path>/neural-persistence``; what is
+    already there is reused). ``options`` go to :func:`~neural_persistence.analysis.table.load_table`
+    (``normalization``, ``p``, ``essential``) and, for a run, to ``analyze`` (``per_head``, ...).
+    """
+    from .analyze import analyze
+    from .table import load_table
+
+    path = Path(path)
+    table_keys = {"normalization", "p", "essential"}
+    table_options = {k: v for k, v in options.items() if k in table_keys}
+    if (path / DB_NAME).is_file():
+        return load_table(path, **table_options)
+    target = Path(out) if out is not None else path / "neural-persistence"
+    analyze([path], target, **{k: v for k, v in options.items() if k not in table_keys})
+    return load_table(target, **table_options)
+
+
+def role_trajectories(frame: Any) -> Any:
+    """Mean normalized NP per (run, role, step), over blocks and heads."""
+    return (
+        frame.groupby(["run", "role", "step"], dropna=False)["normalized_np"].mean().reset_index()
+        .sort_values(["run", "role", "step"])
+    )
+
+
+def _penalty(signal: np.ndarray, scale: float) -> float:
+    diffs = np.abs(np.diff(signal))
+    sigma = np.median(diffs) / (0.6745 * math.sqrt(2)) if len(diffs) else 0.0
+    sigma = max(sigma, 1e-6 * max(1e-12, float(np.abs(signal).max())))
+    return float(scale * 2 * sigma**2 * math.log(len(signal)))
+
+
+def change_points(steps: np.ndarray, values: np.ndarray, penalty_scale: float = 1.0, min_size: int = 2) -> list[int]:
+    """Steps at which a new segment of ``values`` starts (PELT, l2 cost, penalty in the module docstring)."""
+    rpt = require("ruptures", "plot")
+    order = np.argsort(steps)
+    steps, values = np.asarray(steps)[order], np.asarray(values, dtype=float)[order]
+    if len(values) < 2 * min_size or np.ptp(values) == 0:
+        return []
+    ends = rpt.Pelt(model="l2", min_size=min_size, jump=1).fit(values.reshape(-1, 1)).predict(
+        pen=_penalty(values, penalty_scale)
+    )
+    return [int(steps[e]) for e in ends[:-1]]
+
+
+def change_summary(frame: Any, by: str = "matrix", penalty_scale: float = 1.0) -> Any:
+    """Change points of every series and when each series first changes, earliest first.
+
+    ``by="matrix"``: one series per (run, tensor, role, head); ``by="role"``: the role means.
+    """
+    pd = require("pandas", "plot")
+    frame = frame.dropna(subset=["step"])
+    if by == "role":
+        series = role_trajectories(frame).groupby(["run", "role"])
+        keys = ["run", "role"]
+    else:
+        series = frame.groupby(["run", "tensor", "block", "role", "head"])
+        keys = ["run", "tensor", "block", "role", "head"]
+    rows = []
+    for key, group in series:
+        points = change_points(group["step"].to_numpy(), group["normalized_np"].to_numpy(), penalty_scale)
+        rows.append({**dict(zip(keys, key)), "change_points": points, "first_change": points[0] if points else None,
+                     "n_change_points": len(points)})
+    table = pd.DataFrame(rows, columns=keys + ["change_points", "first_change", "n_change_points"])
+    return table.sort_values("first_change", na_position="last").reset_index(drop=True)
