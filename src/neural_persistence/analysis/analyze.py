@@ -7,15 +7,15 @@ client alone writes the database. Units already in the database are skipped, so 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.compute import layer_tree
-from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor
+from ..core.compute import available_threads, layer_tree
+from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor, tensors_of
+from ..sources.safetensors_file import CorruptCheckpointError
 from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role
 from .store import Store
 
@@ -65,15 +65,15 @@ def plan_units(
             try:
                 heads = _heads(ckpt)
             except ValueError as err:
-                problems.append((run, ckpt, "config.json", str(err)))
-                heads = HeadConfig()
-            if per_head and not heads.known:
+                problems.append((run, ckpt, "config.json", f"{err}; attention matrices are measured whole"))
+                heads = HeadConfig(known_bad=True)
+            if per_head and not heads.known and not heads.known_bad:
                 problems.append((run, ckpt, "config.json", "no head counts known (no usable config.json): "
                                  "attention matrices are measured whole"))
             for tensor, shard in ckpt.missing.items():
                 problems.append((run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
-            for ref in ckpt.tensors():
-                if len(ref.shape) != 2:
+            for ref in _readable_tensors(run, ckpt, problems):
+                if len(ref.shape) != 2 or not ref.name.endswith("weight"):  # buffers such as position_ids
                     continue
                 _, role = tensor_role(ref.name)
                 if role in ("embed", "lm_head") and not include_embeddings:
@@ -85,6 +85,16 @@ def plan_units(
                     continue
                 units.append(Unit(run, ckpt, ref, tuple(specs)))
     return runs, units, problems
+
+
+def _readable_tensors(run: str, ckpt: Checkpoint, problems: list) -> list[TensorRef]:
+    refs = []
+    for file in ckpt.files:
+        try:
+            refs += tensors_of(file)
+        except CorruptCheckpointError as err:
+            problems.append((run, ckpt, file.name, str(err)))
+    return refs
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -184,8 +194,7 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
     if scheduler is not None:
         yield from _execute_dask(units, scheduler)
         return
-    threads = workers or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (workers or 1)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="np-analyze") as pool:
+    with ThreadPoolExecutor(max_workers=workers or available_threads(), thread_name_prefix="np-analyze") as pool:
         futures: dict[Future[list[tuple]], Unit] = {pool.submit(measure_unit, u.tensor, u.specs): u for u in units}
         for future in as_completed(futures):
             err = future.exception()

@@ -112,7 +112,8 @@ class Store:
             + " ORDER BY c.step, t.checkpoint, t.block, t.tensor, t.head"
         )
         for row in self.db.execute(query, (options,) if options is not None else ()):
-            yield StoredTree(*row[:11], _unpack(row[11]))  # type: ignore[arg-type]
+            run, ckpt, step, tokens, tensor, head, block, role, rows, cols, max_abs, blob = row
+            yield StoredTree(run, ckpt, step, tokens, tensor, head, block, role, rows, cols, max_abs, _unpack(blob))
 
     def option_sets(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT options FROM trees ORDER BY options")]

@@ -31,8 +31,12 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _threads() -> int:
+def available_threads() -> int:
+    """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_threads = available_threads
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .safetensors_file import CorruptCheckpointError, SafetensorsFile
 
-__all__ = ["Checkpoint", "TensorRef", "find_checkpoints"]
+__all__ = ["Checkpoint", "TensorRef", "find_checkpoints", "read_tensor", "tensors_of"]
 
 _STEP = re.compile(r"(?:checkpoint|step|global_step|iter|ckpt)[-_]?(\d+)$|(?:^|[-_])(\d+)$")
 
@@ -45,14 +45,15 @@ class Checkpoint:
 
     def tensors(self) -> list[TensorRef]:
         """Every tensor in the checkpoint's files (headers only), in file order."""
-        refs = []
-        for file in self.files:
-            if file.suffix == ".bin":
-                refs += [TensorRef(n, tuple(t.shape), str(t.dtype), file) for n, t in _torch_bin(file).items()]
-                continue
-            header = SafetensorsFile(file)
-            refs += [TensorRef(i.name, i.shape, i.dtype, file) for i in header.tensors.values()]
-        return refs
+        return [ref for file in self.files for ref in tensors_of(file)]
+
+
+def tensors_of(file: Path) -> list[TensorRef]:
+    """The tensors one weight file holds (its header only); CorruptCheckpointError if it cannot be read."""
+    if file.suffix == ".bin":
+        return [TensorRef(n, tuple(t.shape), str(t.dtype), file) for n, t in _torch_bin(file).items()]
+    header = SafetensorsFile(file)
+    return [TensorRef(i.name, i.shape, i.dtype, file) for i in header.tensors.values()]
 
 
 def find_checkpoints(path: str | Path) -> list[Checkpoint]:

@@ -50,6 +50,7 @@ class HeadConfig:
     heads: int | None = None
     kv_heads: int | None = None
     head_dim: int | None = None
+    known_bad: bool = False  # a config was there but unusable (already reported)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], source: str = "config.json") -> HeadConfig:
@@ -107,6 +108,13 @@ def plan_tensor(name: str, shape: tuple[int, ...], heads: HeadConfig, per_head: 
     if not per_head or role not in ("q", "k", "v", "o") or not heads.known:
         return [MatrixSpec(name, block, role, -1, out_dim, in_dim, orient)]
     hd = heads.head_dim or 0
+    expected = (heads.kv_heads or heads.heads or 0) if role in ("k", "v") else (heads.heads or 0)
+    width = in_dim if role == "o" else out_dim
+    if width != expected * hd:
+        raise ValueError(
+            f"tensor {name!r} has {width} {'inputs' if role == 'o' else 'outputs'}, but the config gives "
+            f"{expected} heads x head_dim {hd} = {expected * hd}"
+        )
     if role == "o":
         n = in_dim // hd
         return [MatrixSpec(name, block, "o", h, out_dim, hd, orient + ("cols", h * hd, (h + 1) * hd)) for h in range(n)]

