@@ -46,3 +46,32 @@ def test_import_stays_light() -> None:
     code = "import sys, neural_persistence; print(sorted(m for m in ('torch','pandas','matplotlib','dask','lightning','transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_describe_analyze_report_compare(tmp_path: Path) -> None:
+    """The console script end to end on a real (tiny, trained) checkpoint run."""
+    from test_checkpoint_analysis import train_run
+
+    run = train_run(tmp_path / "run", checkpoints=4)
+    exe = [sys.executable, "-m", "neural_persistence.cli"]
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    described = cli("describe", str(run), "--per-head")
+    assert "self_attn.q_proj" in described and "checkpoint-12" in described
+    analysed = cli("analyze", str(run), "--out", str(tmp_path / "np"), "--per-head", "--format", "parquet")
+    assert "mean normalized NP per role" in analysed and "measured 56 tensors" in analysed
+    frame = pd.read_parquet(tmp_path / "np" / "results.parquet")
+    assert len(frame) == 4 * 30
+    again = cli("analyze", str(run), "--out", str(tmp_path / "np"), "--per-head")
+    assert "measured 0 tensors, 56 already done" in again
+    cli("report", str(tmp_path / "np"))
+    assert "Change points per role" in (tmp_path / "np" / "report.html").read_text()
+    cli("compare", str(tmp_path / "np"), str(tmp_path / "np"), "--out", str(tmp_path / "cmp"))
+    assert (tmp_path / "cmp" / "compare.html").is_file()
+    bad = subprocess.run([*exe, "analyze", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such file or directory" in bad.stderr

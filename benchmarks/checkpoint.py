@@ -1,0 +1,131 @@
+"""Analysing a Llama-shaped bfloat16 checkpoint, against the time to read it once.
+
+Writes a synthetic checkpoint (``--size 1b``, default: 16 blocks of hidden 2048, 32 heads with 8 key/value heads,
+MLP 8192; ``--size 7b``: 32 blocks of q, k, v, o 4096x4096 and gate, up, down 4096x11008) with ``config.json``
+into a temporary folder, then prints:
+
+* the time to read every tensor once (``safetensors.safe_open`` with torch, touching every byte),
+* the time of ``analyze`` on it (a fresh process; numba's cache warmed first),
+* their ratio, and the peak RSS of the analysing process.
+
+Both runs read from the page cache (the file was just written), so the comparison is compute against compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = {
+    "tiny": dict(hidden=512, layers=2, heads=8, kv=2, mlp=1376),
+    "1b": dict(hidden=2048, layers=16, heads=32, kv=8, mlp=8192),
+    "7b": dict(hidden=4096, layers=32, heads=32, kv=32, mlp=11008),
+}
+
+
+def shapes(size: dict) -> list[tuple[str, tuple[int, int]]]:
+    h, hd = size["hidden"], size["hidden"] // size["heads"]
+    out = []
+    for b in range(size["layers"]):
+        p = f"model.layers.{b}."
+        out += [
+            (p + "self_attn.q_proj.weight", (size["heads"] * hd, h)),
+            (p + "self_attn.k_proj.weight", (size["kv"] * hd, h)),
+            (p + "self_attn.v_proj.weight", (size["kv"] * hd, h)),
+            (p + "self_attn.o_proj.weight", (h, size["heads"] * hd)),
+            (p + "mlp.gate_proj.weight", (size["mlp"], h)),
+            (p + "mlp.up_proj.weight", (size["mlp"], h)),
+            (p + "mlp.down_proj.weight", (h, size["mlp"])),
+        ]
+    return out
+
+
+def write_checkpoint(folder: Path, size: dict) -> Path:
+    """A bf16 safetensors file written tensor by tensor (never the whole model in memory), and its config."""
+    rng = np.random.default_rng(0)
+    tensors = shapes(size)
+    header, offset = {}, 0
+    for name, shape in tensors:
+        nbytes = shape[0] * shape[1] * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    base: dict[tuple[int, int], np.ndarray] = {}  # one random matrix per shape, varied per tensor
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for i, (_, shape) in enumerate(tensors):
+            if shape not in base:
+                x = rng.standard_normal(shape, dtype=np.float32) * 0.02
+                base[shape] = (x.view(np.uint32) >> 16).astype(np.uint16)
+            (base[shape] ^ np.uint16(i & 0x7)).tofile(f)  # vary the lowest mantissa bits per tensor
+    config = {"model_type": "llama", "hidden_size": size["hidden"], "num_attention_heads": size["heads"],
+              "num_key_value_heads": size["kv"], "intermediate_size": size["mlp"], "num_hidden_layers": size["layers"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+READ = """
+import sys, time, torch
+from safetensors import safe_open
+best = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter()
+    with safe_open(sys.argv[1], framework="pt") as f:
+        for name in f.keys():
+            tensor = f.get_tensor(name)
+            tensor.view(torch.int16).max()  # touch every byte
+            del tensor
+    best = min(best, time.perf_counter() - t0)
+print(best)
+"""
+
+
+ANALYZE = """
+import sys, time, resource
+from neural_persistence.analysis.analyze import analyze
+t0 = time.perf_counter()
+s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1")
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="1b")
+    parser.add_argument("--per-head", action="store_true")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        ckpt = write_checkpoint(Path(tmp) / "ckpt", size)
+        gb = (ckpt / "model.safetensors").stat().st_size / 1e9
+        print(f"{args.size}: wrote {gb:.2f} GB of bf16 in {time.perf_counter() - t0:.1f} s")
+        warm = write_checkpoint(Path(tmp) / "warm", SIZES["tiny"])  # compile numba's kernels once
+        subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0"], check=True,
+                       capture_output=True)
+        # Each measurement in its own process: a child's peak RSS would otherwise start at the parent's.
+        read = float(subprocess.run([sys.executable, "-c", READ, str(ckpt / "model.safetensors")], check=True,
+                                    capture_output=True, text=True).stdout)
+        out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / "out"),
+                              "1" if args.per_head else "0"], check=True, capture_output=True, text=True)
+        seconds, rss_kb, measured, errors = out.stdout.split()
+        analyze_s = float(seconds)
+        print(f"read every tensor once (safe_open, touch every byte): {read:.2f} s")
+        print(f"analyze{' --per-head' if args.per_head else ''} ({measured} tensors, {errors} errors): "
+              f"{analyze_s:.2f} s")
+        print(f"ratio analyze / read: {analyze_s / read:.2f}")
+        print(f"peak RSS of the analysing process: {int(rss_kb) / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
