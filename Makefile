@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean corpus
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -15,10 +15,23 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev,all]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m neural_persistence.demo $(if $(FAST),--fast,)
+DEMO_OUT ?= demo-output
+DATA_DIR ?= .data
 
-test: $(STAMP)
+# The corpus is Debian's bible-kjv (the King James Bible); installed here when apt-get can, else the demo says how.
+corpus:
+	@command -v bible >/dev/null 2>&1 || [ -f $(DATA_DIR)/kjv.txt ] || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq bible-kjv >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bible-kjv >/dev/null 2>&1); } || \
+	  echo "note: could not install bible-kjv; run: sudo apt-get install bible-kjv"
+
+# INSTALL is the install step; the test suite sets it empty to run this target inside its own environment.
+INSTALL ?= $(STAMP)
+
+demo: $(INSTALL) corpus
+	$(PY) -m neural_persistence.demo $(if $(FAST),--fast,) --out $(DEMO_OUT) --data-dir $(DATA_DIR)
+
+test: $(STAMP) corpus
 	$(PY) -m mypy
 	$(PY) -m pytest
 

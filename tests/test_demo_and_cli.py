@@ -14,7 +14,7 @@ import neural_persistence as npers
 
 def test_demo_fast_end_to_end(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "neural_persistence.demo", "--fast", "--out", str(tmp_path)],
+        [sys.executable, "-m", "neural_persistence.demo.mlp_digits", "--fast", "--out", str(tmp_path)],
         capture_output=True, text=True, check=True, timeout=300,
     )
     assert "mean normalized NP" in out.stdout

@@ -1,4 +1,4 @@
-"""``make demo``: train a small MLP on scikit-learn's digits and watch its neural persistence.
+"""A first look: train a small MLP on scikit-learn's digits and watch its neural persistence.
 
 Everything runs offline on the CPU in seconds: the data ship with scikit-learn. Prints the per-layer table after
 each epoch's NP check, where the NP stopping rule would stop, and saves a persistence diagram.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._optional import require
+from .._optional import require
 
 
 def main(argv: list[str] | None = None) -> None:
