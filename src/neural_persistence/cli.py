@@ -118,7 +118,7 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import main as demo
+    from .demo.run import main as demo
 
     demo(["--fast"] if args.fast else [])
     return 0

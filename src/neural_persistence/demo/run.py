@@ -86,11 +86,11 @@ def train(out: Path, text: str, plan: Plan, seed: int, say: Any) -> tuple[Histor
             stopper.step(model)
             history.checks.append({"step": step, "mean_normalized_np": stopper.history[-1].value})
         if step % plan.checkpoint_every == 0 or step == plan.steps:
-            record = {"step": step, "tokens": step * plan.batch * ctx, "eval_loss": held_out_loss(),
+            tokens = step * plan.batch * ctx
+            record = {"step": step, "tokens": tokens, "eval_loss": held_out_loss(),
                       "train_loss": sum(recent) / len(recent) if recent else None}
             history.checkpoints.append(record)
-            save_checkpoint(model, out / "run" / f"checkpoint-{step}", step, record["tokens"],
-                            [record], vocab)
+            save_checkpoint(model, out / "run" / f"checkpoint-{step}", step, tokens, [record], vocab)
             say(f"step {step:5d}  train loss {record['train_loss'] or float('nan'):.3f}  held-out loss "
                 f"{record['eval_loss']:.3f}  mean normalized NP {history.checks[-1]['mean_normalized_np']:.4f}  "
                 f"({time.perf_counter() - t0:.0f} s)")
