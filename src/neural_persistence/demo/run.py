@@ -44,7 +44,9 @@ class History:
     checks: list[dict[str, Any]] = field(default_factory=list)  # step, mean_normalized_np
 
 
-def train(out: Path, text: str, plan: Plan, seed: int, say: Any) -> tuple[History, Any]:
+def train(out: Path, text: str, plan: Plan, seed: int, say: Any, **model_options: Any) -> tuple[History, Any]:
+    """Train from scratch, checking NP and saving checkpoints into ``out/run``; ``model_options`` go to
+    :class:`GPTConfig` (``hidden_size``, ``dropout``, ...)."""
     import torch
 
     import neural_persistence as npers
@@ -56,7 +58,7 @@ def train(out: Path, text: str, plan: Plan, seed: int, say: Any) -> tuple[Histor
     cut = int(0.9 * len(data))
     train_data, held_out = data[:cut], data[cut:]
     torch.manual_seed(seed)
-    model = CharGPT(GPTConfig(vocab_size=len(vocab)))
+    model = CharGPT(GPTConfig(vocab_size=len(vocab), **model_options))
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, plan.steps) / plan.steps))
