@@ -18,6 +18,7 @@ from .core import (
     layer_diagram,
     layer_tree,
 )
+from .analysis import analyze, change_summary, load_table, trajectory
 from .core.bias import with_bias
 from .sources.torch_modules import LayerEntry, layers_of
 from .training.early_stopping import Check, EarlyStopping, stopping_decision
@@ -36,6 +37,10 @@ __all__ = [
     "PersistenceDiagram",
     "TreeValues",
     "__version__",
+    "analyze",
+    "change_summary",
+    "load_table",
+    "trajectory",
     "bfloat16_bits",
     "compute",
     "layer_diagram",
