@@ -40,14 +40,6 @@ SIZES = ["w64", "w128-base", "w256"]
 PATIENCES = [1, 2, 3, 5]
 
 
-def np_rule_stop(values: list[float], patience: int, min_delta: float) -> int | None:
-    rule = npers.EarlyStopping(patience=patience, min_delta=min_delta)
-    for v in values:
-        if rule.step(v):
-            return rule.stopped_at
-    return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800)
@@ -87,7 +79,7 @@ def main() -> None:
         values = [c["mean_normalized_np"] for c in history.checks]
         cells = []
         for g in PATIENCES:
-            stop = np_rule_stop(values, g, args.min_delta)
+            stop = npers.first_stop(values, patience=g, min_delta=args.min_delta)
             if stop is None:
                 cells.append("no stop")
                 continue

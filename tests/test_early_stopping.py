@@ -11,12 +11,7 @@ from hypothesis import strategies as st
 import neural_persistence as npers
 
 
-def stop_index(values: list[float], **options) -> int | None:
-    rule = npers.EarlyStopping(**options)
-    for v in values:
-        if rule.step(v):
-            return rule.stopped_at
-    return None
+stop_index = npers.first_stop
 
 
 def direct_simulation(values: list[float], patience: int, min_delta: float, burn_in: int) -> int | None:

@@ -14,12 +14,7 @@ import neural_persistence as npers
 MAX_EPOCHS = 40
 
 
-def plain_rule_stop(values: list[float], **options) -> int | None:
-    rule = npers.EarlyStopping(**options)
-    for v in values:
-        if rule.step(v):
-            return rule.stopped_at
-    return None
+plain_rule_stop = npers.first_stop
 
 
 def test_lightning_trainer_stops_by_np_rule(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from .core import (
 from .analysis import analyze, change_summary, load_table, trajectory
 from .core.bias import with_bias
 from .sources.torch_modules import LayerEntry, layers_of
-from .training.early_stopping import Check, EarlyStopping, stopping_decision
+from .training.early_stopping import Check, EarlyStopping, first_stop, stopping_decision
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "trajectory",
     "bfloat16_bits",
     "compute",
+    "first_stop",
     "layer_diagram",
     "layer_tree",
     "layers_of",

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.compute import compute
 
-__all__ = ["Check", "EarlyStopping", "stopping_decision"]
+__all__ = ["Check", "EarlyStopping", "first_stop", "stopping_decision"]
 
 
 def stopping_decision(
@@ -172,3 +172,15 @@ class EarlyStopping:
         self.best_index = state["best_index"]
         self.counter = state["counter"]
         self.stopped_at = state["stopped_at"]
+
+
+def first_stop(values: Any, **options: Any) -> int | None:
+    """Index of the check at which :class:`EarlyStopping` (with ``options``) stops on a recorded series, or None.
+
+    For evaluating the rule offline on curves recorded during training, e.g. over a grid of patience values.
+    """
+    rule = EarlyStopping(**options)
+    for value in values:
+        if rule.step(float(value)):
+            return rule.stopped_at
+    return None
