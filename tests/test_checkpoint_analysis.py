@@ -144,12 +144,12 @@ def test_report_and_compare(analysed: Path, run_dir: Path, tmp_path: Path) -> No
     result = report(analysed)
     page = result.html.read_text()
     for section in ("Trajectories per role", "Layer x step", "Heads at the first and last checkpoint",
-                    "Change points per role", "Matrices that change first"):
+                    "A persistence diagram", "Change points per role", "Matrices that change first"):
         assert section in page
     for figure in result.figures:
         assert figure.stat().st_size > 1000
     assert {f.name for f in result.figures} >= {"trajectories.png", "trajectories.svg", "layer_heatmap.png",
-                                                "heads_first.png", "heads_last.png"}
+                                                "heads_first.png", "heads_last.png", "diagram.png"}
     other = tmp_path / "other"
     analyze([train_run(tmp_path / "run-b", checkpoints=3)], other)
     cmp = compare([analysed, other], tmp_path / "cmp")

@@ -95,6 +95,10 @@ def test_meta_and_quantized_modules_get_clear_errors() -> None:
         meta = nn.Sequential(nn.Linear(3, 3))
     with pytest.raises(ValueError, match="meta device"):
         npers.compute(meta)
+    sparse = nn.Linear(3, 3)
+    sparse.weight = nn.Parameter(sparse.weight.detach().to_sparse())
+    with pytest.raises(TypeError, match="'0' has sparse weights"):
+        npers.compute(nn.Sequential(sparse))
     quantized = torch.ao.nn.quantized.Linear(4, 4)
     with pytest.raises(TypeError, match=r"module '0' \(Linear\) is quantized"):
         npers.compute(nn.Sequential(quantized))

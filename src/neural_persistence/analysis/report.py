@@ -56,6 +56,7 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     if has_heads:
         for label, ckpt in (("first", checkpoints[0]), ("last", checkpoints[-1])):
             result.figures += save(heads_heatmap(frame, ckpt), plots / f"heads_{label}")
+    result.figures += _diagram_figure(out, frame, by_matrix, checkpoints[-1], plots)
     last = frame[frame["checkpoint"] == checkpoints[-1]]
     result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
     result.tables["role_changes"] = changes
@@ -76,6 +77,8 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     if has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
             f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
+    sections.append("<h2>A persistence diagram</h2>" + "".join(
+        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
     sections.append("<h2>Change points per role</h2>" + _table_html(changes))
     sections.append("<h2>Matrices that change first</h2>" + _table_html(result.tables["first_changes"]))
@@ -85,6 +88,26 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     result.html.write_text(f"<!doctype html><meta charset=utf-8><title>neural persistence</title>{_STYLE}"
                            + "\n".join(sections))
     return result
+
+
+def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plots: Path) -> list[Path]:
+    """The diagram, at the last checkpoint, of the matrix that changed first (else the first matrix)."""
+    from ..core.measures import diagram_from_tree
+    from .plots import _pyplot, plot_diagram
+
+    pick = by_matrix.dropna(subset=["first_change"])
+    row = (pick if len(pick) else by_matrix).iloc[0]
+    with Store(out) as store:
+        tree = next((t for t in store.trees() if t.checkpoint == checkpoint and t.run == row["run"]
+                     and t.tensor == row["tensor"] and t.head == row["head"]), None)
+    if tree is None:
+        return []
+    scale = frame[(frame["checkpoint"] == checkpoint) & (frame["tensor"] == row["tensor"])
+                  & (frame["head"] == row["head"])]["scale"].iloc[0]
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
+    label = f"block {tree.block} {tree.role}" + (f" head {tree.head}" if tree.head >= 0 else "")
+    plot_diagram(diagram_from_tree(tree.tree, float(scale)), title=f"{label} at {checkpoint}", ax=ax)
+    return save(fig, plots / "diagram")
 
 
 def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global") -> Report:
