@@ -77,6 +77,7 @@ def tree_values(
     per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer)
     while True:
         scan = _scan(keys, key_dtype, threshold, strict, executor, blocks, per_block_cap)
+        _check_finite(keys, scan.row_key, name)
         if not scan.overflow:
             break
         # Far more edges tie at the threshold than the sample promised: keep only those strictly above it.
@@ -84,7 +85,6 @@ def tree_values(
             strict = True
         else:
             threshold = _raise_threshold(keys, key_dtype, threshold)
-    _check_finite(keys, scan.row_key, name)
     values = _join(keys, key_dtype, scan, threshold, strict)
     max_abs = float(keys.decode(np.array([scan.row_key.max()]))[0])
     return TreeValues(np.sort(keys.decode(values))[::-1], max_abs, keys.shape)
