@@ -199,7 +199,9 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, threshold: int, strict: 
     parent = np.arange(n + m, dtype=np.int64)
     size = np.ones(n + m, dtype=np.int64)
     out = np.empty(n + m - 1, key_dtype)
-    order = np.argsort(scan.edge_key, kind="stable")[::-1]
+    # Ties may come in any order here (the tree's values do not depend on it): radix sort for 16-bit keys,
+    # numpy's SIMD quicksort for wider ones, whichever is faster.
+    order = np.argsort(scan.edge_key, kind="stable" if key_dtype.itemsize <= 2 else "quicksort")[::-1]
     count, components = kernels.kruskal(
         order, scan.edge_key, scan.edge_row, scan.edge_col, n, parent, size, out, 0, n + m
     )
