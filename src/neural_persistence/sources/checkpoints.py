@@ -8,6 +8,7 @@ such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step c
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ def _config(folder: Path) -> dict[str, Any] | None:
     return data
 
 
+@functools.lru_cache(maxsize=2)  # one .bin is read for each of its tensors; mmap keeps this cheap
 def _torch_bin(file: Path) -> dict[str, Any]:
     """A ``pytorch_model.bin`` through ``torch.load(weights_only=True)``; anything needing code is refused."""
     from .._optional import require
