@@ -89,7 +89,10 @@ def main() -> None:
         lines.append(f"| {name} | {ckpts[-1]['eval_loss']:.3f} | {best['eval_loss']:.3f} ({best['step']}) | "
                      f"{values[-1]:.4f} | " + " | ".join(cells) + " |")
     lines += ["", "Held-out loss +/-: the held-out loss at the last checkpoint before the NP stop, minus the minimum "
-              "held-out loss of the run (positive: stopping there costs that much).", "",
+              "held-out loss of the run (positive: stopping there costs that much). The table's NP is the one the "
+              "rule watched during training (every Linear layer of the model, LM head included); the plots come "
+              "from the checkpoint analysis (attention and MLP matrices only, LM head and embeddings skipped), so "
+              "their levels differ slightly.", "",
               "![recipes](recipes.png) ![recipes per role](recipes_roles.png)", "",
               "![sizes by step](sizes_step.png) ![sizes by tokens](sizes_tokens.png)", ""]
     (args.out / "RESULTS.md").write_text("\n".join(lines))
