@@ -63,6 +63,7 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
     count = 0
     overflow = False
     group_max = np.empty(m, col_key.dtype)
+    flagged = np.empty(full + 1, np.int64)  # the chunks of the current row that hold an edge to collect
     for g in range((n + GROUP - 1) // GROUP):
         g0 = g * GROUP
         group_max[:] = 0
@@ -70,6 +71,7 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
             row = a[r]
             rmax = abs_key(row[0], mask)
             rchunk = 0
+            nflagged = 0
             for c in range(full):
                 c0 = c * CHUNK
                 cmax = abs_key(row[c0], mask)
@@ -80,8 +82,8 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
                 if cmax > rmax:
                     rmax, rchunk = cmax, c0
                 if cmax > threshold or (cmax == threshold and not strict):
-                    count, overflow = _collect_chunk(row, mask, row0 + r, c0, threshold, strict,
-                                                     buf_key, buf_row, buf_col, count, overflow)
+                    flagged[nflagged] = c0
+                    nflagged += 1
             if full * CHUNK < m:  # the last, shorter chunk
                 c0 = full * CHUNK
                 cmax = abs_key(row[c0], mask)
@@ -92,8 +94,11 @@ def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_g
                 if cmax > rmax:
                     rmax, rchunk = cmax, c0
                 if cmax > threshold or (cmax == threshold and not strict):
-                    count, overflow = _collect(row, mask, row0 + r, c0, m, threshold, strict,
-                                               buf_key, buf_row, buf_col, count, overflow)
+                    count, overflow = _collect_tail(row, mask, row0 + r, c0, m, threshold, strict,
+                                                    buf_key, buf_row, buf_col, count, overflow)
+            if nflagged:  # one call per row, outside the hot loop, while the row is still in cache
+                count, overflow = _collect_chunks(row, mask, row0 + r, flagged[:nflagged], threshold, strict,
+                                                  buf_key, buf_row, buf_col, count, overflow)
             row_key[r] = rmax
             arg = rchunk
             while abs_key(row[arg], mask) != rmax:
@@ -119,18 +124,28 @@ def column_best_rows(a, mask, cols, col_key, col_group):
     return rows
 
 
-@nb.njit(inline="always", cache=True, nogil=True)
-def _collect_chunk(row, mask, r, c0, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
-    """Append the edges of a full chunk at or above the threshold, looking only into slices that hold one."""
-    for s in range(CHUNK // SLICE):
-        s0 = c0 + s * SLICE
-        smax = abs_key(row[s0], mask)
-        for j in range(s0, s0 + SLICE):  # fixed length: vectorizes
-            smax = max(smax, abs_key(row[j], mask))
-        if smax > threshold or (smax == threshold and not strict):
-            count, overflow = _collect(row, mask, r, s0, s0 + SLICE, threshold, strict,
-                                       buf_key, buf_row, buf_col, count, overflow)
+@nb.njit(cache=True, nogil=True)
+def _collect_chunks(row, mask, r, chunks, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
+    """Append the edges at or above the threshold of the given full chunks, looking only into slices that hold one.
+
+    Called, not inlined, once per row: its code inside the hot loop would keep that loop from vectorizing well.
+    """
+    for c0 in chunks:
+        for s in range(CHUNK // SLICE):
+            s0 = c0 + s * SLICE
+            smax = abs_key(row[s0], mask)
+            for j in range(s0, s0 + SLICE):  # fixed length: vectorizes
+                smax = max(smax, abs_key(row[j], mask))
+            if smax > threshold or (smax == threshold and not strict):
+                count, overflow = _collect(row, mask, r, s0, s0 + SLICE, threshold, strict,
+                                           buf_key, buf_row, buf_col, count, overflow)
     return count, overflow
+
+
+@nb.njit(cache=True, nogil=True)
+def _collect_tail(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
+    """:func:`_collect` for the last, shorter chunk of a row (called, not inlined, like :func:`_collect_chunks`)."""
+    return _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow)
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
