@@ -92,10 +92,15 @@ print(best)
 
 ANALYZE = """
 import sys, time, resource
+import numpy as np
+import neural_persistence as npers
 from neural_persistence.analysis.analyze import analyze
 t0 = time.perf_counter()
+npers.layer_tree(npers.bfloat16_bits(np.ones((64, 64), np.uint16)))  # load numba's cached kernels, once a process
+load = time.perf_counter() - t0
+t0 = time.perf_counter()
 s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1")
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors))
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors), load)
 """
 
 
@@ -118,8 +123,9 @@ def main() -> None:
                                     capture_output=True, text=True).stdout)
         out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / "out"),
                               "1" if args.per_head else "0"], check=True, capture_output=True, text=True)
-        seconds, rss_kb, measured, errors = out.stdout.split()
+        seconds, rss_kb, measured, errors, load = out.stdout.split()
         analyze_s = float(seconds)
+        print(f"loading numba's compiled kernels (once a process, not counted below): {float(load):.2f} s")
         print(f"read every tensor once (safe_open, touch every byte): {read:.2f} s")
         print(f"analyze{' --per-head' if args.per_head else ''} ({measured} tensors, {errors} errors): "
               f"{analyze_s:.2f} s")
