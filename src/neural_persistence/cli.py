@@ -140,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     paths_options(p)
     p.set_defaults(run=_describe)
 
-    p = sub.add_parser("analyze", help="measure every linear map of every checkpoint; resumable")
+    p = sub.add_parser(
+        "analyze", help="measure every linear map of every checkpoint; resumable",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure every linear map (attention q, k, v, o; MLP up, gate, down; ...) of every checkpoint.",
+        epilog="Writes OUT/results.sqlite (one transaction per tensor: a killed run resumes where it stopped) and\n"
+               "OUT/results.csv or .parquet: one row per matrix (per head with --per-head) with the columns\n"
+               "run, checkpoint, step, tokens, tensor, block, role, head, rows, cols, np, normalized_np.\n\n"
+               "Examples:\n"
+               "  neural-persistence analyze runs/pythia-70m --out np/pythia --per-head\n"
+               "  neural-persistence analyze ckpt-a ckpt-b --out np/ab --normalization role --format parquet\n"
+               "  neural-persistence analyze /shared/run --out np/run --scheduler tcp://10.0.0.5:8786")
     p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
     p.add_argument("--out", required=True, type=Path, help="output folder (database, results table)")
     paths_options(p)
@@ -152,13 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dask scheduler address, e.g. tcp://host:8786 (workers must see the same paths)")
     p.set_defaults(run=_analyze)
 
-    p = sub.add_parser("report", help="plots and report.html for a finished analysis")
+    p = sub.add_parser(
+        "report", help="plots and report.html for a finished analysis",
+        description="Writes DIR/plots/*.png|svg (NP per role over steps with change points, block x step heatmap,\n"
+                    "per-head heatmaps, a persistence diagram) and DIR/report.html with the key tables.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="an analyze --out folder")
     p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
     p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
     p.set_defaults(run=_report)
 
-    p = sub.add_parser("compare", help="several analyses on common axes (step, tokens)")
+    p = sub.add_parser(
+        "compare", help="several analyses on common axes (step, tokens)",
+        description="Runs, recipes or model sizes on one plot: mean normalized NP against step, and against\n"
+                    "training tokens where trainer_state.json recorded them (num_input_tokens_seen).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="analyze --out folders")
     p.add_argument("--out", required=True, type=Path, help="folder for compare.html and plots")
     p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
