@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Examples:\n"
                "  neural-persistence analyze runs/pythia-70m --out np/pythia --per-head\n"
                "  neural-persistence analyze ckpt-a ckpt-b --out np/ab --normalization role --format parquet\n"
-               "  neural-persistence analyze /shared/run --out np/run --scheduler tcp://10.0.0.5:8786")
+               "  neural-persistence analyze /shared/run --out np/run --scheduler tcp://scheduler:8786")
     p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
     p.add_argument("--out", required=True, type=Path, help="output folder (database, results table)")
     paths_options(p)
