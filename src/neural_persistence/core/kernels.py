@@ -15,7 +15,7 @@ from numba import types
 from numba.extending import overload
 
 #: Elements per chunk of a row: a chunk whose maximum is below the threshold is not looked at twice.
-CHUNK = 32
+CHUNK = 64
 #: Rows per group for column maxima.
 GROUP = 16
 #: Elements per slice of a chunk that holds a collected edge.
