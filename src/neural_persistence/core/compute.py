@@ -27,16 +27,14 @@ _pool: ThreadPoolExecutor | None = None
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="neural-persistence")
+        _pool = ThreadPoolExecutor(max_workers=available_threads(), thread_name_prefix="neural-persistence")
     return _pool
 
 
-def available_threads() -> int:
+def availableavailable_threads() -> int:
     """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-
-_threads = available_threads
 
 
 @dataclass(frozen=True)
@@ -83,8 +81,8 @@ def layer_tree(matrix: Any, name: str = "layer") -> TreeValues:
 
 
 def _tree(keys: Keys, name: str, split: bool) -> TreeValues:
-    if split and _threads() > 1:
-        return tree_values(keys, _executor(), blocks=_threads(), name=name)
+    if split and available_threads() > 1:
+        return tree_values(keys, _executor(), blocks=available_threads(), name=name)
     return tree_values(keys, name=name)
 
 
@@ -184,7 +182,7 @@ def _trees(items: list[NamedMatrix]) -> list[TreeValues]:
     """
     keys = [None if hasattr(item.matrix, "spanning_tree") else to_keys(item.matrix, item.name) for item in items]
     small: dict[int, Future[TreeValues]] = {}
-    if _threads() > 1 and len(items) > 1:
+    if available_threads() > 1 and len(items) > 1:
         for i, k in enumerate(keys):
             if k is None:
                 small[i] = _executor().submit(items[i].matrix.spanning_tree)
