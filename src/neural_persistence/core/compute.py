@@ -31,10 +31,9 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def availableavailable_threads() -> int:
+def available_threads() -> int:
     """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
 
 
 @dataclass(frozen=True)
