@@ -128,3 +128,30 @@ def test_lightning_every_n_steps_checks_on_steps(tmp_path: Path) -> None:
     assert trainer.global_step == 2 * len(loader)
     assert len(callback.rule.history) == trainer.global_step // 10
     assert callback.stopped_at is None
+
+
+def test_hugging_face_checks_on_evaluate(tmp_path: Path) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    from neural_persistence.training.huggingface import NeuralPersistenceEarlyStoppingCallback
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp()
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            logits = self.net(x)
+            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    x, y = digits()
+    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    callback = NeuralPersistenceEarlyStoppingCallback(early_stopping_patience=100, check_on="evaluate")
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=64, eval_strategy="epoch",
+        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    trainer = Trainer(model=Classifier(), args=args, train_dataset=data, eval_dataset=data[:200], callbacks=[callback])
+    trainer.train()
+    assert len(callback.rule.history) == 3  # one check per evaluation, none on epoch end
+    assert callback.rule.stopped_at is None
