@@ -20,6 +20,7 @@ def test_matches_reference(meta: dict, arrays: dict[str, np.ndarray]) -> None:
         assert ours.np == pytest.approx(ref["np_p2"], rel=1e-12, abs=0)
         assert ours.normalized_np == pytest.approx(ref["np_p2_normalized"], rel=1e-12, abs=0)
         assert ours_p1.np == pytest.approx(ref["np_p1"], rel=1e-12, abs=0)
+        assert ours_p1.normalized_np == pytest.approx(ref["derived"]["np_p1_normalized_by_(n-1)"], rel=1e-12)
         assert len(ours.diagram) == ref["n_points"]
         np.testing.assert_allclose(np.sort(ours.diagram.births), ref["diagram_births_sorted"], rtol=1e-12)
         np.testing.assert_allclose(np.sort(ours.diagram.deaths), ref["diagram_deaths_sorted"], rtol=1e-12, atol=0)
