@@ -42,6 +42,8 @@ test: $(STAMP) corpus
 
 bench: $(STAMP)
 	$(PY) benchmarks/kernel.py
+	$(PY) benchmarks/early_stopping.py
+	$(PY) benchmarks/checkpoint.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache
