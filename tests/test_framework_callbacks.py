@@ -17,6 +17,23 @@ MAX_EPOCHS = 40
 plain_rule_stop = npers.first_stop
 
 
+class HFClassifier(nn.Module):
+    """The digits MLP with the (inputs, labels) -> loss interface Hugging Face's Trainer expects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = digits_mlp()
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(x)
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def hf_digits() -> list[dict[str, torch.Tensor]]:
+    x, y = digits()
+    return [{"x": a, "labels": b} for a, b in zip(x, y)]
+
+
 def test_lightning_trainer_stops_by_np_rule(tmp_path: Path) -> None:
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
@@ -59,23 +76,13 @@ def test_hugging_face_trainer_stops_by_np_rule(tmp_path: Path) -> None:
 
     from neural_persistence.training.huggingface import NeuralPersistenceEarlyStoppingCallback
 
-    class Classifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = digits_mlp()
-
-        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-            logits = self.net(x)
-            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
-    x, y = digits()
-    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    data = hf_digits()
     callback = NeuralPersistenceEarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.005, burn_in=1)
     args = TrainingArguments(
         output_dir=str(tmp_path), num_train_epochs=MAX_EPOCHS, per_device_train_batch_size=64, learning_rate=3e-3,
         report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
     )
-    trainer = Trainer(model=Classifier(), args=args, train_dataset=data, callbacks=[callback])
+    trainer = Trainer(model=HFClassifier(), args=args, train_dataset=data, callbacks=[callback])
     trainer.train()
     rule = callback.rule
     assert rule.stopped_at is not None
@@ -135,23 +142,13 @@ def test_hugging_face_checks_on_evaluate(tmp_path: Path) -> None:
 
     from neural_persistence.training.huggingface import NeuralPersistenceEarlyStoppingCallback
 
-    class Classifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = digits_mlp()
-
-        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-            logits = self.net(x)
-            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
-    x, y = digits()
-    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    data = hf_digits()
     callback = NeuralPersistenceEarlyStoppingCallback(early_stopping_patience=100, check_on="evaluate")
     args = TrainingArguments(
         output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=64, eval_strategy="epoch",
         report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
     )
-    trainer = Trainer(model=Classifier(), args=args, train_dataset=data, eval_dataset=data[:200], callbacks=[callback])
+    trainer = Trainer(model=HFClassifier(), args=args, train_dataset=data, eval_dataset=data[:200], callbacks=[callback])
     trainer.train()
     assert len(callback.rule.history) == 3  # one check per evaluation, none on epoch end
     assert callback.rule.stopped_at is None
