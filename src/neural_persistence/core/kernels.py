@@ -14,12 +14,15 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-#: Elements per chunk of a row: a chunk whose maximum is below the threshold is not looked at twice.
+#: Elements per chunk of a row: the read notes which chunks hold an edge to collect and looks only into those.
 CHUNK = 64
 #: Rows per group for column maxima.
 GROUP = 16
-#: Elements per slice of a chunk that holds a collected edge.
-SLICE = 16
+#: Index of the lowest set bit of a power of two x: ``LOW_BIT[(x * DE_BRUIJN) >> 58]`` (a de Bruijn sequence).
+DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
+LOW_BIT = np.zeros(64, np.int64)
+for _b in range(64):
+    LOW_BIT[((1 << _b) * int(DE_BRUIJN) % 2**64) >> 58] = _b
 
 
 def abs_key(x, mask):  # type: ignore[no-untyped-def]
@@ -49,66 +52,103 @@ def _abs_key_impl(x, mask):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def scan_rows(a, mask, row0, threshold, strict, row_key, row_col, col_key, col_group, buf_key, buf_row, buf_col):
-    """One read of a block of rows: best edges of rows, maxima of columns, and the edges at or above ``threshold``.
+def scan_rows(a, mask, row0, lo, collect, col_key, col_group, weak_rows, weak_key, weak_col, buf_key, buf_row, buf_col):
+    """One read of a block of rows: maxima of columns, the edges with key >= ``lo``, best edges of weak rows.
 
-    A row's best edge is its largest key at the smallest column. For columns, the read records the maximum and
-    the first group of ``GROUP`` rows where it occurs (exact row-level tracking would cost more than the read
+    Edges are collected only when ``collect``. A *weak* row holds no collected edge; its best edge (largest key,
+    smallest column) is recorded, found while the row is still in cache. For columns, the read records the maximum
+    and the first group of ``GROUP`` rows where it occurs (row-level tracking would cost more than the read
     itself); :func:`column_best_rows` finds the row inside that group for the few columns that need it. Both
     follow one total order of the edges: key descending, then linear index ascending.
-    Returns ``(count, overflow)`` where ``count`` edges were written to the buffers.
+    Returns ``(edges, weak)``: how many edges were found (more than the buffers hold means overflow) and how many
+    weak rows were recorded.
     """
     n, m = a.shape
     full = m // CHUNK
     count = 0
-    overflow = False
+    nweak = 0
     group_max = np.empty(m, col_key.dtype)
-    flagged = np.empty(full + 1, np.int64)  # the chunks of the current row that hold an edge to collect
-    for g in range((n + GROUP - 1) // GROUP):
-        g0 = g * GROUP
+    noted = np.empty(full + 1, np.int64)  # first columns of the current row's chunks that hold an edge to collect
+    flags = np.zeros(CHUNK, np.uint8)  # scratch for _collect
+    for g0 in range(0, n, GROUP):
         group_max[:] = 0
         for r in range(g0, min(g0 + GROUP, n)):
             row = a[r]
-            rmax = abs_key(row[0], mask)
-            rchunk = 0
-            nflagged = 0
-            for c in range(full):
-                c0 = c * CHUNK
-                cmax = abs_key(row[c0], mask)
+            nnoted = 0
+            for c0 in range(0, full * CHUNK, CHUNK):
+                hit = False
                 for j in range(c0, c0 + CHUNK):  # the hot loop: fixed length and branch-free, so it vectorizes
                     k = abs_key(row[j], mask)
-                    cmax = max(cmax, k)
                     group_max[j] = max(group_max[j], k)
-                if cmax > rmax:
-                    rmax, rchunk = cmax, c0
-                if cmax > threshold or (cmax == threshold and not strict):
-                    flagged[nflagged] = c0
-                    nflagged += 1
-            if full * CHUNK < m:  # the last, shorter chunk
-                c0 = full * CHUNK
-                cmax = abs_key(row[c0], mask)
-                for j in range(c0, m):
-                    k = abs_key(row[j], mask)
-                    cmax = max(cmax, k)
-                    group_max[j] = max(group_max[j], k)
-                if cmax > rmax:
-                    rmax, rchunk = cmax, c0
-                if cmax > threshold or (cmax == threshold and not strict):
-                    count, overflow = _collect_tail(row, mask, row0 + r, c0, m, threshold, strict,
-                                                    buf_key, buf_row, buf_col, count, overflow)
-            if nflagged:  # one call per row, outside the hot loop, while the row is still in cache
-                count, overflow = _collect_chunks(row, mask, row0 + r, flagged[:nflagged], threshold, strict,
-                                                  buf_key, buf_row, buf_col, count, overflow)
-            row_key[r] = rmax
-            arg = rchunk
-            while abs_key(row[arg], mask) != rmax:
-                arg += 1
-            row_col[r] = arg
-        for j in range(m):
-            if group_max[j] > col_key[j]:  # rare after the first groups: a well-predicted branch
-                col_key[j] = group_max[j]
-                col_group[j] = row0 + g0
-    return count, overflow
+                    hit |= k >= lo
+                noted[nnoted] = c0
+                nnoted += hit  # branch-free: a chunk holds an edge about as often as not
+            hit = False
+            for j in range(full * CHUNK, m):  # the last, shorter chunk
+                k = abs_key(row[j], mask)
+                group_max[j] = max(group_max[j], k)
+                hit |= k >= lo
+            noted[nnoted] = full * CHUNK
+            nnoted += hit
+            if collect and nnoted:
+                count = _collect(row, mask, row0 + r, lo, noted, nnoted, flags, buf_key, buf_row, buf_col, count)
+            else:
+                weak_rows[nweak] = row0 + r
+                weak_key[nweak], weak_col[nweak] = _row_best(row, mask)
+                nweak += 1
+        better_group = row0 + g0
+        for j in range(m):  # merge the group's maxima; a later group wins only when strictly larger
+            better = group_max[j] > col_key[j]
+            col_key[j] = max(col_key[j], group_max[j])
+            col_group[j] = better_group if better else col_group[j]
+    return count, nweak
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _collect(row, mask, r, lo, noted, nnoted, flags, buf_key, buf_row, buf_col, count):
+    """Append the edges of ``row`` with key >= ``lo`` in its noted chunks.
+
+    A chunk's hits are found without a branch per element: one vectorized compare writes 64 byte flags, read back
+    as eight words whose set bits are visited directly. Past the buffers' capacity edges are only counted, so
+    that a count above it tells the caller that the buffers overflowed.
+    """
+    m = row.shape[0]
+    cap = buf_key.shape[0]
+    words = flags.view(np.uint64)
+    for t in range(nnoted):
+        c0 = noted[t]
+        if c0 + CHUNK > m:  # the last, shorter chunk
+            for j in range(c0, m):
+                k = abs_key(row[j], mask)
+                if k >= lo:
+                    if count < cap:
+                        buf_key[count], buf_row[count], buf_col[count] = k, r, j
+                    count += 1
+            continue
+        for j in range(CHUNK):  # fixed length: vectorizes
+            flags[j] = abs_key(row[c0 + j], mask) >= lo
+        for w in range(CHUNK // 8):
+            bits = words[w]
+            while bits:
+                low = bits & (~bits + np.uint64(1))
+                bits ^= low
+                j = c0 + 8 * w + (LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
+                if count < cap:
+                    buf_key[count], buf_row[count], buf_col[count] = abs_key(row[j], mask), r, j
+                count += 1
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def _row_best(row, mask):
+    """Largest key of a row and the first column holding it."""
+    best = abs_key(row[0], mask)
+    for j in range(row.shape[0]):
+        best = max(best, abs_key(row[j], mask))
+    j = 0
+    while abs_key(row[j], mask) != best:
+        j += 1
+    return best, j
 
 
 @nb.njit(cache=True, nogil=True)
@@ -124,47 +164,7 @@ def column_best_rows(a, mask, cols, col_key, col_group):
     return rows
 
 
-@nb.njit(cache=True, nogil=True)
-def _collect_chunks(row, mask, r, chunks, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
-    """Append the edges at or above the threshold of the given full chunks, looking only into slices that hold one.
-
-    Called, not inlined, once per row: its code inside the hot loop would keep that loop from vectorizing well.
-    """
-    for c0 in chunks:
-        for s in range(CHUNK // SLICE):
-            s0 = c0 + s * SLICE
-            smax = abs_key(row[s0], mask)
-            for j in range(s0, s0 + SLICE):  # fixed length: vectorizes
-                smax = max(smax, abs_key(row[j], mask))
-            if smax > threshold or (smax == threshold and not strict):
-                count, overflow = _collect(row, mask, r, s0, s0 + SLICE, threshold, strict,
-                                           buf_key, buf_row, buf_col, count, overflow)
-    return count, overflow
-
-
-@nb.njit(cache=True, nogil=True)
-def _collect_tail(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
-    """:func:`_collect` for the last, shorter chunk of a row (called, not inlined, like :func:`_collect_chunks`)."""
-    return _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow)
-
-
 @nb.njit(inline="always", cache=True, nogil=True)
-def _collect(row, mask, r, c0, c1, threshold, strict, buf_key, buf_row, buf_col, count, overflow):
-    """Append the edges of ``row[c0:c1]`` at or above the threshold."""
-    for j in range(c0, c1):
-        k = abs_key(row[j], mask)
-        if k > threshold or (k == threshold and not strict):
-            if count < buf_key.shape[0]:
-                buf_key[count] = k
-                buf_row[count] = r
-                buf_col[count] = j
-                count += 1
-            else:
-                overflow = True
-    return count, overflow
-
-
-@nb.njit(cache=True, nogil=True)
 def find(parent, v):
     """Root of ``v`` with path halving."""
     while parent[v] != v:
@@ -173,7 +173,7 @@ def find(parent, v):
     return v
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(inline="always", cache=True, nogil=True)
 def union(parent, size, u, v):
     """Join the components of ``u`` and ``v``; False when they were already one."""
     ru = find(parent, u)
@@ -188,12 +188,13 @@ def union(parent, size, u, v):
 
 
 @nb.njit(cache=True, nogil=True)
-def kruskal(order, keys, rows, cols, n, parent, size, out, out_count, components):
-    """Add edges in the given (descending) order; accepted keys are appended to ``out``.
+def kruskal(keys, rows, cols, n, parent, size, out, out_count, components):
+    """Add the edges in the order given (descending key); accepted keys are appended to ``out``.
 
-    Returns the new ``(out_count, components)``; stops as soon as one component is left.
+    Returns the new ``(out_count, components)``; stops as soon as one component is left. The edges come as
+    contiguous arrays in order: reading them in sequence is what keeps union-find the only random access.
     """
-    for e in order:
+    for e in range(keys.shape[0]):
         if components == 1:
             break
         if union(parent, size, rows[e], n + cols[e]):

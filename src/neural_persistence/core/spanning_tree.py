@@ -73,30 +73,27 @@ def tree_values(
     a = keys.data
     n, m = a.shape
     key_dtype = np.dtype(f"u{a.dtype.itemsize}")
-    threshold, strict = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer)
+    lo = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer)
     per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer)
     while True:
-        scan = _scan(keys, key_dtype, threshold, strict, executor, blocks, per_block_cap)
-        _check_finite(keys, scan.row_key, name)
+        scan = _scan(keys, key_dtype, lo, executor, blocks, per_block_cap)
+        _check_finite(keys, scan.col_key, name)
         if not scan.overflow:
             break
-        # Far more edges tie at the threshold than the sample promised: keep only those strictly above it.
-        if not strict:
-            strict = True
-        else:
-            threshold = _raise_threshold(keys, key_dtype, threshold)
-    values = _join(keys, key_dtype, scan, threshold, strict)
-    max_abs = float(keys.decode(np.array([scan.row_key.max()]))[0])
+        lo = _raise_threshold(keys, key_dtype, lo)  # far more edges tie at the threshold than the sample promised
+    values = _join(keys, key_dtype, scan, lo)
+    max_abs = float(keys.decode(np.array([scan.col_key.max()]))[0])
     return TreeValues(np.sort(keys.decode(values))[::-1], max_abs, keys.shape)
 
 
 @dataclass
 class _Scan:
-    row_key: np.ndarray
-    row_col: np.ndarray
     col_key: np.ndarray
     col_group: np.ndarray
-    edge_key: np.ndarray
+    weak_rows: np.ndarray  # rows without a collected edge, and their best edges
+    weak_key: np.ndarray
+    weak_col: np.ndarray
+    edge_key: np.ndarray  # the collected edges: every edge with key >= lo
     edge_row: np.ndarray
     edge_col: np.ndarray
     overflow: bool
@@ -119,51 +116,61 @@ def _sample_keys(keys: Keys, key_dtype: np.dtype) -> np.ndarray:
     return (sample & keys.mask).astype(key_dtype, copy=False)
 
 
-def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int) -> tuple[int, bool]:
+def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int) -> int | None:
+    """The smallest key to collect (``None``: collect nothing), so that about ``edges_per_vertex`` edges per vertex
+    are collected."""
     n, m = keys.data.shape
     if n * m <= small_layer:
-        return 0, False  # collect everything
+        return 0  # collect everything
     sample = np.sort(_sample_keys(keys, key_dtype).ravel())
     want = edges_per_vertex * (n + m) / (n * m)  # fraction of edges to collect
     pos = min(len(sample) - 1, max(0, int(len(sample) * (1.0 - want))))
     threshold = int(sample[pos])
     expected = (len(sample) - np.searchsorted(sample, threshold, "left")) / len(sample) * n * m
-    strict = expected > 2 * edges_per_vertex * (n + m)  # a crowd of ties sits at the threshold
-    return threshold, strict
+    if expected > 2 * edges_per_vertex * (n + m):  # a crowd of ties sits at the threshold: collect above it
+        return _above(threshold, key_dtype)
+    return threshold
 
 
-def _raise_threshold(keys: Keys, key_dtype: np.dtype, threshold: int) -> int:
+def _above(key: int, key_dtype: np.dtype) -> int | None:
+    return key + 1 if key < np.iinfo(key_dtype).max else None
+
+
+def _raise_threshold(keys: Keys, key_dtype: np.dtype, lo: int | None) -> int | None:
+    assert lo is not None, "internal error: nothing collected, yet the buffer overflowed"
     sample = np.unique(_sample_keys(keys, key_dtype))
-    above = sample[sample > threshold]
-    if len(above) == 0:
-        return int(np.iinfo(key_dtype).max)
+    above = sample[sample >= lo]
+    if len(above) <= 1:
+        return _above(lo, key_dtype) if len(above) == 0 else _above(int(above[0]), key_dtype)
     return int(above[len(above) // 2])
 
 
-def _scan(keys, key_dtype, threshold, strict, executor, blocks, cap) -> _Scan:  # type: ignore[no-untyped-def]
+def _scan(keys, key_dtype, lo, executor, blocks, cap) -> _Scan:  # type: ignore[no-untyped-def]
     a = keys.data
     n, m = a.shape
     bounds = np.linspace(0, n, blocks + 1).astype(np.int64)
-    row_key = np.empty(n, key_dtype)
-    row_col = np.empty(n, np.int64)
     col_key = np.zeros((blocks, m), key_dtype)
     col_group = np.zeros((blocks, m), np.int64)
+    weak_rows = np.empty(n, np.int64)
+    weak_key = np.empty(n, key_dtype)
+    weak_col = np.empty(n, np.int64)
     buf_key = np.empty((blocks, cap), key_dtype)
     buf_row = np.empty((blocks, cap), np.int64)
     buf_col = np.empty((blocks, cap), np.int64)
-    thr = key_dtype.type(threshold)
+    collect = lo is not None
+    threshold = key_dtype.type(lo if collect else 0)
 
-    def run(b: int) -> tuple[int, bool]:
-        lo, hi = bounds[b], bounds[b + 1]
-        col_group[b] = lo
+    def run(b: int) -> tuple[int, int]:
+        r0, r1 = bounds[b], bounds[b + 1]
         return kernels.scan_rows(  # type: ignore[no-any-return]
-            a[lo:hi], keys.mask, lo, thr, strict, row_key[lo:hi], row_col[lo:hi], col_key[b], col_group[b],
-            buf_key[b], buf_row[b], buf_col[b],
+            a[r0:r1], keys.mask, r0, threshold, collect, col_key[b], col_group[b],
+            weak_rows[r0:r1], weak_key[r0:r1], weak_col[r0:r1], buf_key[b], buf_row[b], buf_col[b],
         )
 
     live = [b for b in range(blocks) if bounds[b] < bounds[b + 1]]
     results = list(executor.map(run, live)) if executor is not None and len(live) > 1 else [run(b) for b in live]
     counts = [c for c, _ in results]
+    weak = np.concatenate([np.arange(bounds[b], bounds[b] + w) for b, (_, w) in zip(live, results)])
     # Merge column maxima: a later block wins only when strictly larger, which keeps the first row on ties.
     best, best_group = col_key[live[0]], col_group[live[0]]
     for b in live[1:]:
@@ -171,28 +178,27 @@ def _scan(keys, key_dtype, threshold, strict, executor, blocks, cap) -> _Scan:  
         best[better] = col_key[b][better]
         best_group[better] = col_group[b][better]
     return _Scan(
-        row_key, row_col, best, best_group,
+        best, best_group, weak_rows[weak], weak_key[weak], weak_col[weak],
         np.concatenate([buf_key[b, :c] for b, c in zip(live, counts)]),
         np.concatenate([buf_row[b, :c] for b, c in zip(live, counts)]),
         np.concatenate([buf_col[b, :c] for b, c in zip(live, counts)]),
-        any(o for _, o in results),
+        any(c > cap for c in counts),
     )
 
 
-def _check_finite(keys: Keys, row_key: np.ndarray, name: str) -> None:
+def _check_finite(keys: Keys, col_key: np.ndarray, name: str) -> None:
     bad = infinite_key(keys)
-    if bad is None:
+    if bad is None or col_key.max() < bad:
         return
-    rows = np.flatnonzero(row_key >= bad)
-    if len(rows):
-        axis = "column" if keys.transposed else "row"
-        raise NonFiniteWeightsError(
-            f"layer {name!r} contains NaN or infinite weights (first in {axis} {int(rows[0])} of {len(rows)} "
-            f"affected); fix the checkpoint or skip this layer"
-        )
+    rows = np.flatnonzero(((keys.data & keys.mask) >= bad).any(axis=1))  # only on the way to the error
+    axis = "column" if keys.transposed else "row"
+    raise NonFiniteWeightsError(
+        f"layer {name!r} contains NaN or infinite weights (first in {axis} {int(rows[0])} of {len(rows)} "
+        f"affected); fix the checkpoint or skip this layer"
+    )
 
 
-def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, threshold: int, strict: bool) -> np.ndarray:
+def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.ndarray:
     """Steps 2 and 3 of the module docstring: the tree's keys, in no particular order."""
     a = keys.data
     n, m = a.shape
@@ -200,23 +206,20 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, threshold: int, strict: 
     size = np.ones(n + m, dtype=np.int64)
     out = np.empty(n + m - 1, key_dtype)
     # Ties may come in any order here (the tree's values do not depend on it): radix sort for 16-bit keys,
-    # numpy's SIMD quicksort for wider ones, whichever is faster.
+    # numpy's SIMD quicksort for wider ones, whichever is faster. Kruskal then reads the edges in order.
     order = np.argsort(scan.edge_key, kind="stable" if key_dtype.itemsize <= 2 else "quicksort")[::-1]
     count, components = kernels.kruskal(
-        order, scan.edge_key, scan.edge_row, scan.edge_col, n, parent, size, out, 0, n + m
+        scan.edge_key[order], scan.edge_row[order], scan.edge_col[order], n, parent, size, out, 0, n + m
     )
-    count, components = kernels.kruskal(  # every row's best edge
-        np.argsort(scan.row_key)[::-1], scan.row_key, np.arange(n), scan.row_col, n, parent, size, out, count,
-        components,
+    # Boruvka edges below the threshold, all in the tree, in any order: the best edges of the rows and of the
+    # columns that hold no collected edge.
+    count, components = kernels.kruskal(
+        scan.weak_key, scan.weak_rows, scan.weak_col, n, parent, size, out, count, components
     )
-    # Best edges of the columns that no collected edge reaches (the others are joined already).
-    weak = np.flatnonzero(scan.col_key <= threshold if strict else scan.col_key < threshold)
+    weak = np.flatnonzero(scan.col_key < lo) if lo is not None else np.arange(m)
     if len(weak) and components > 1:
-        w_key = scan.col_key[weak]
         w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group)
-        count, components = kernels.kruskal(
-            np.argsort(w_key)[::-1], w_key, w_row, weak, n, parent, size, out, count, components
-        )
+        count, components = kernels.kruskal(scan.col_key[weak], w_row, weak, n, parent, size, out, count, components)
     while components > 1:
         comp, sizes = kernels.component_labels(parent, n + m)
         outside = comp != np.argmax(sizes)
@@ -228,8 +231,9 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, threshold: int, strict: 
             a, keys.mask, comp, np.flatnonzero(outside[:n]), np.flatnonzero(outside[n:]),
             best_key, best_row, best_col,
         )
+        chosen = best_row >= 0
         count, components = kernels.kruskal(
-            np.argsort(best_key)[::-1], best_key, best_row, best_col, n, parent, size, out, count, components
+            best_key[chosen], best_row[chosen], best_col[chosen], n, parent, size, out, count, components
         )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
     return out
