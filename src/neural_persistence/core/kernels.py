@@ -14,10 +14,12 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-#: Elements per chunk of a row: the read notes which chunks hold an edge to collect and looks only into those.
+#: Elements per chunk when searching a row.
 CHUNK = 64
-#: Rows per group for column maxima.
+#: Rows per group: the read keeps the maxima of the columns over a group of rows, which point to where the edges
+#: to collect are. Fewer rows for 1-byte keys, whose rows are short and whose ties make many edges to collect.
 GROUP = 16
+GROUP_1BYTE = 8
 #: Index of the lowest set bit of a power of two x: ``LOW_BIT[(x * DE_BRUIJN) >> 58]`` (a de Bruijn sequence).
 DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
 LOW_BIT = np.zeros(64, np.int64)
@@ -52,112 +54,100 @@ def _abs_key_impl(x, mask):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def scan_rows(a, mask, row0, lo, collect, col_key, col_group, weak_rows, weak_key, weak_col, buf_key, buf_row, buf_col):
+def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, weak_key, weak_col,
+              buf_key, buf_row, buf_col):
     """One read of a block of rows: maxima of columns, the edges with key >= ``lo``, best edges of weak rows.
 
-    Edges are collected only when ``collect``. A *weak* row holds no collected edge; its best edge (largest key,
-    smallest column) is recorded, found while the row is still in cache. For columns, the read records the maximum
-    and the first group of ``GROUP`` rows where it occurs (row-level tracking would cost more than the read
-    itself); :func:`column_best_rows` finds the row inside that group for the few columns that need it. Both
-    follow one total order of the edges: key descending, then linear index ascending.
+    The rows are read in groups of ``group``, keeping the maxima of the columns over the group: the hot loop is a
+    plain vectorized max. A column whose group maximum reaches ``lo`` holds edges to collect, found by reading
+    that column of the group, still in cache. Edges are collected only when ``collect``. A *weak* row holds no
+    collected edge; its best edge (largest key, smallest column) is recorded. For columns, the read records the
+    maximum and the first group where it occurs (``col_group``, numbered from row 0 of the whole matrix, which
+    ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row inside that group for
+    the few columns that need it. Both follow one total order of the edges: key descending, then linear index
+    ascending.
     Returns ``(edges, weak)``: how many edges were found (more than the buffers hold means overflow) and how many
     weak rows were recorded.
+
+    No kernel here takes a view of a row: every view counts a reference on the array, an atomic that threads
+    reading blocks of the same array would fight over.
     """
     n, m = a.shape
-    full = m // CHUNK
+    cap = buf_key.shape[0]
     count = 0
     nweak = 0
     group_max = np.empty(m, col_key.dtype)
-    noted = np.empty(full + 1, np.int64)  # first columns of the current row's chunks that hold an edge to collect
-    flags = np.zeros(CHUNK, np.uint8)  # scratch for _collect
-    for g0 in range(0, n, GROUP):
+    flags = np.zeros((m + 7) // 8 * 8, np.uint8)  # 1 where a column's group maximum reaches lo
+    words = flags.view(np.uint64)
+    hits = np.zeros(group, np.int64)  # edges collected per row of the group
+    for g0 in range(0, n, group):
+        g1 = min(g0 + group, n)
         group_max[:] = 0
-        for r in range(g0, min(g0 + GROUP, n)):
-            row = a[r]
-            nnoted = 0
-            for c0 in range(0, full * CHUNK, CHUNK):
-                hit = False
-                for j in range(c0, c0 + CHUNK):  # the hot loop: fixed length and branch-free, so it vectorizes
-                    k = abs_key(row[j], mask)
-                    group_max[j] = max(group_max[j], k)
-                    hit |= k >= lo
-                noted[nnoted] = c0
-                nnoted += hit  # branch-free: a chunk holds an edge about as often as not
-            hit = False
-            for j in range(full * CHUNK, m):  # the last, shorter chunk
-                k = abs_key(row[j], mask)
-                group_max[j] = max(group_max[j], k)
-                hit |= k >= lo
-            noted[nnoted] = full * CHUNK
-            nnoted += hit
-            if collect and nnoted:
-                count = _collect(row, mask, row0 + r, lo, noted, nnoted, flags, buf_key, buf_row, buf_col, count)
-            else:
-                weak_rows[nweak] = row0 + r
-                weak_key[nweak], weak_col[nweak] = _row_best(row, mask)
-                nweak += 1
-        better_group = row0 + g0
-        for j in range(m):  # merge the group's maxima; a later group wins only when strictly larger
+        for r in range(g0, g1):
+            for j in range(m):  # the hot loop
+                group_max[j] = max(group_max[j], abs_key(a[r, j], mask))
+        here = np.int32((row0 + g0) // group)
+        for j in range(m):  # merge the group's maxima (a later group wins only when strictly larger); flag hits
             better = group_max[j] > col_key[j]
             col_key[j] = max(col_key[j], group_max[j])
-            col_group[j] = better_group if better else col_group[j]
-    return count, nweak
-
-
-@nb.njit(inline="always", cache=True, nogil=True)
-def _collect(row, mask, r, lo, noted, nnoted, flags, buf_key, buf_row, buf_col, count):
-    """Append the edges of ``row`` with key >= ``lo`` in its noted chunks.
-
-    A chunk's hits are found without a branch per element: one vectorized compare writes 64 byte flags, read back
-    as eight words whose set bits are visited directly. Past the buffers' capacity edges are only counted, so
-    that a count above it tells the caller that the buffers overflowed.
-    """
-    m = row.shape[0]
-    cap = buf_key.shape[0]
-    words = flags.view(np.uint64)
-    for t in range(nnoted):
-        c0 = noted[t]
-        if c0 + CHUNK > m:  # the last, shorter chunk
-            for j in range(c0, m):
-                k = abs_key(row[j], mask)
-                if k >= lo:
-                    if count < cap:
-                        buf_key[count], buf_row[count], buf_col[count] = k, r, j
-                    count += 1
-            continue
-        for j in range(CHUNK):  # fixed length: vectorizes
-            flags[j] = abs_key(row[c0 + j], mask) >= lo
-        for w in range(CHUNK // 8):
+            col_group[j] = here if better else col_group[j]
+            flags[j] = group_max[j] >= lo
+        hits[:] = 0
+        for w in range(len(words) if collect else 0):  # visit set flags eight at a time, no branch per column
             bits = words[w]
             while bits:
                 low = bits & (~bits + np.uint64(1))
                 bits ^= low
-                j = c0 + 8 * w + (LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
-                if count < cap:
-                    buf_key[count], buf_row[count], buf_col[count] = abs_key(row[j], mask), r, j
-                count += 1
-    return count
+                # unsigned: no negative-index wraparound in the loads below
+                j = np.uint64(8 * w) + np.uint64(LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
+                for r in range(g0, g1):
+                    k = abs_key(a[r, j], mask)
+                    if k >= lo:
+                        if count < cap:
+                            buf_key[count], buf_row[count], buf_col[count] = k, row0 + r, j
+                        count += 1
+                        hits[r - g0] += 1
+        for r in range(g0, g1):
+            if hits[r - g0] == 0:  # rare on most layers: a second read, from cache
+                weak_rows[nweak] = row0 + r
+                weak_key[nweak] = best = _row_max(a, r, mask)
+                weak_col[nweak] = _first(a, r, mask, best)
+                nweak += 1
+    return count, nweak
 
 
 @nb.njit(cache=True, nogil=True)
-def _row_best(row, mask):
-    """Largest key of a row and the first column holding it."""
-    best = abs_key(row[0], mask)
-    for j in range(row.shape[0]):
-        best = max(best, abs_key(row[j], mask))
-    j = 0
-    while abs_key(row[j], mask) != best:
-        j += 1
-    return best, j
+def _row_max(a, r, mask):
+    best = abs_key(a[r, 0], mask)
+    for j in range(a.shape[1]):
+        best = max(best, abs_key(a[r, j], mask))
+    return best
 
 
 @nb.njit(cache=True, nogil=True)
-def column_best_rows(a, mask, cols, col_key, col_group):
+def _first(a, r, mask, key):
+    """The first column of row ``r`` holding ``key``, found chunk by chunk."""
+    m = a.shape[1]
+    for c0 in range(0, m - m % CHUNK, CHUNK):
+        hit = False
+        for j in range(c0, c0 + CHUNK):  # fixed length: vectorizes
+            hit |= abs_key(a[r, j], mask) == key
+        if hit:
+            break
+    else:
+        c0 = m - m % CHUNK
+    while abs_key(a[r, c0], mask) != key:
+        c0 += 1
+    return c0
+
+
+@nb.njit(cache=True, nogil=True)
+def column_best_rows(a, mask, cols, col_key, col_group, group):
     """The first row holding each column's maximum, searched inside the group :func:`scan_rows` recorded."""
     rows = np.empty(len(cols), np.int64)
     for t in range(len(cols)):
         j = cols[t]
-        r = col_group[j]
+        r = np.int64(col_group[j]) * group
         while abs_key(a[r, j], mask) != col_key[j]:
             r += 1
         rows[t] = r

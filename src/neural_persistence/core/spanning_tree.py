@@ -97,6 +97,7 @@ class _Scan:
     edge_row: np.ndarray
     edge_col: np.ndarray
     overflow: bool
+    group: int  # rows per group of col_group
 
 
 def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer: int) -> int:
@@ -122,11 +123,11 @@ def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, sm
     n, m = keys.data.shape
     if n * m <= small_layer:
         return 0  # collect everything
-    sample = np.sort(_sample_keys(keys, key_dtype).ravel())
+    sample = _sample_keys(keys, key_dtype).ravel()
     want = edges_per_vertex * (n + m) / (n * m)  # fraction of edges to collect
     pos = min(len(sample) - 1, max(0, int(len(sample) * (1.0 - want))))
-    threshold = int(sample[pos])
-    expected = (len(sample) - np.searchsorted(sample, threshold, "left")) / len(sample) * n * m
+    threshold = int(np.partition(sample, pos)[pos])
+    expected = np.count_nonzero(sample >= threshold) / len(sample) * n * m
     if expected > 2 * edges_per_vertex * (n + m):  # a crowd of ties sits at the threshold: collect above it
         return _above(threshold, key_dtype)
     return threshold
@@ -148,9 +149,8 @@ def _raise_threshold(keys: Keys, key_dtype: np.dtype, lo: int | None) -> int | N
 def _scan(keys, key_dtype, lo, executor, blocks, cap) -> _Scan:  # type: ignore[no-untyped-def]
     a = keys.data
     n, m = a.shape
-    bounds = np.linspace(0, n, blocks + 1).astype(np.int64)
     col_key = np.zeros((blocks, m), key_dtype)
-    col_group = np.zeros((blocks, m), np.int64)
+    col_group = np.zeros((blocks, m), np.int32)
     weak_rows = np.empty(n, np.int64)
     weak_key = np.empty(n, key_dtype)
     weak_col = np.empty(n, np.int64)
@@ -159,11 +159,14 @@ def _scan(keys, key_dtype, lo, executor, blocks, cap) -> _Scan:  # type: ignore[
     buf_col = np.empty((blocks, cap), np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
+    group = kernels.GROUP_1BYTE if key_dtype.itemsize == 1 else kernels.GROUP
+    # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
+    bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
 
     def run(b: int) -> tuple[int, int]:
         r0, r1 = bounds[b], bounds[b + 1]
         return kernels.scan_rows(  # type: ignore[no-any-return]
-            a[r0:r1], keys.mask, r0, threshold, collect, col_key[b], col_group[b],
+            a[r0:r1], keys.mask, r0, threshold, collect, group, col_key[b], col_group[b],
             weak_rows[r0:r1], weak_key[r0:r1], weak_col[r0:r1], buf_key[b], buf_row[b], buf_col[b],
         )
 
@@ -183,6 +186,7 @@ def _scan(keys, key_dtype, lo, executor, blocks, cap) -> _Scan:  # type: ignore[
         np.concatenate([buf_row[b, :c] for b, c in zip(live, counts)]),
         np.concatenate([buf_col[b, :c] for b, c in zip(live, counts)]),
         any(c > cap for c in counts),
+        group,
     )
 
 
@@ -218,7 +222,7 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     )
     weak = np.flatnonzero(scan.col_key < lo) if lo is not None else np.arange(m)
     if len(weak) and components > 1:
-        w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group)
+        w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group, scan.group)
         count, components = kernels.kruskal(scan.col_key[weak], w_row, weak, n, parent, size, out, count, components)
     while components > 1:
         comp, sizes = kernels.component_labels(parent, n + m)
