@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import kruskal_tree, scipy_tree
 
@@ -26,10 +26,10 @@ ENGINE_PATHS: dict[str, dict] = {
 }
 
 
-def engine(matrix, path: str, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+def engine(matrix, path: str) -> np.ndarray:
     options = dict(ENGINE_PATHS[path])
     blocks = options.pop("blocks", 1)
-    return tree_values(to_keys(matrix), pool if blocks > 1 else None, blocks, **options).values
+    return tree_values(to_keys(matrix), blocks, **options).values
 
 
 def int8_quantised(x: np.ndarray) -> np.ndarray:
@@ -87,11 +87,11 @@ def weight_matrices(draw: st.DrawFn) -> np.ndarray:
 
 @pytest.mark.parametrize("path", list(ENGINE_PATHS))
 @given(matrix=weight_matrices(), dtype=st.sampled_from(list(DTYPES)))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_engine_equals_kruskal(path: str, matrix: np.ndarray, dtype: str, pool: ThreadPoolExecutor) -> None:
+@settings(max_examples=60, deadline=None)
+def test_engine_equals_kruskal(path: str, matrix: np.ndarray, dtype: str) -> None:
     converted = DTYPES[dtype](matrix)
     expected = kruskal_tree(oracle_input(converted))
-    np.testing.assert_array_equal(engine(converted, path, pool), expected)
+    np.testing.assert_array_equal(engine(converted, path), expected)
 
 
 @given(matrix=weight_matrices())
@@ -102,7 +102,7 @@ def test_kruskal_oracle_equals_scipy(matrix: np.ndarray) -> None:
 
 @pytest.mark.parametrize("style", ["normal", "int8", "rounded", "row-scaled", "col-scaled", "block-diagonal"])
 @pytest.mark.parametrize("shape", [(200, 700), (640, 96)])
-def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int], pool: ThreadPoolExecutor) -> None:
+def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int]) -> None:
     """Big enough for the threshold path with its defaults; hard inputs may cost time, never exactness."""
     rng = np.random.default_rng(len(style) * 7 + shape[0])
     x = rng.standard_normal(shape).astype(np.float32)
@@ -120,7 +120,7 @@ def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int], pool:
         x[shape[0] // 2 :, shape[1] // 2 :] *= 1000
     expected = scipy_tree(x)
     np.testing.assert_array_equal(tree_values(to_keys(x)).values, expected)
-    np.testing.assert_array_equal(tree_values(to_keys(x), pool, blocks=2).values, expected)
+    np.testing.assert_array_equal(tree_values(to_keys(x), blocks=2).values, expected)
 
 
 def test_bfloat16_inputs_agree() -> None:
@@ -141,3 +141,27 @@ def test_no_copy_of_big_layers() -> None:
     assert np.shares_memory(to_keys(f).data, f)
     t = torch.zeros(30, 20, dtype=torch.bfloat16)
     assert to_keys(t).data.__array_interface__["data"][0] == t.data_ptr()
+
+
+def test_split_layers_from_many_threads_at_once(pool: ThreadPoolExecutor) -> None:
+    """Python threads may each split a layer over numba's threads at the same time (checkpoint analysis does)."""
+    rng = np.random.default_rng(11)
+    layers = [rng.standard_normal((300, 500)).astype(np.float32) for _ in range(6)]
+    expected = [kruskal_tree(x) for x in layers]
+    got = list(pool.map(lambda x: tree_values(to_keys(x), blocks=2).values, layers))
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+def _tree_in_child(x: np.ndarray) -> np.ndarray:
+    return npers.layer_tree(x).values
+
+
+def test_forked_child_after_parallel_work() -> None:
+    """GNU OpenMP cannot run in a child forked after it started: a forked child measures without it."""
+    import multiprocessing
+
+    x = np.random.default_rng(12).standard_normal((1100, 1000)).astype(np.float32)  # big enough to be split
+    expected = npers.layer_tree(x).values  # starts numba's threads in this process
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        np.testing.assert_array_equal(child.apply_async(_tree_in_child, (x,)).get(timeout=120), expected)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.compute import available_threads, layer_tree
+from ..core.compute import layer_tree
+from ..core.threads import available_threads
 from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor, tensors_of
 from ..sources.safetensors_file import CorruptCheckpointError
 from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role

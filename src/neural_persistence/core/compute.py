@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 from .measures import check_p, diagram_from_tree, normalized_np
 from .results import LayerResult, NetworkResult, PersistenceDiagram
 from .spanning_tree import TreeValues, tree_values
+from .threads import available_threads, parallel_usable, pool
 from .weights import Keys, to_keys
 
 __all__ = ["NORMALIZATIONS", "NamedMatrix", "compute", "layer_diagram", "layer_tree", "named_matrices"]
@@ -20,21 +20,6 @@ __all__ = ["NORMALIZATIONS", "NamedMatrix", "compute", "layer_diagram", "layer_t
 NORMALIZATIONS = ("global", "layer")
 #: Layers with at least this many weights are split across all threads; smaller ones run one per thread.
 SPLIT_LAYER = 1 << 20
-
-_pool: ThreadPoolExecutor | None = None
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=available_threads(), thread_name_prefix="neural-persistence")
-    return _pool
-
-
-def available_threads() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
 
 @dataclass(frozen=True)
 class NamedMatrix:
@@ -80,8 +65,8 @@ def layer_tree(matrix: Any, name: str = "layer") -> TreeValues:
 
 
 def _tree(keys: Keys, name: str, split: bool) -> TreeValues:
-    if split and available_threads() > 1:
-        return tree_values(keys, _executor(), blocks=available_threads(), name=name)
+    if split and parallel_usable():
+        return tree_values(keys, blocks=available_threads(), name=name)
     return tree_values(keys, name=name)
 
 
@@ -184,9 +169,9 @@ def _trees(items: list[NamedMatrix]) -> list[TreeValues]:
     if available_threads() > 1 and len(items) > 1:
         for i, k in enumerate(keys):
             if k is None:
-                small[i] = _executor().submit(items[i].matrix.spanning_tree)
+                small[i] = pool().submit(items[i].matrix.spanning_tree)
             elif k.data.size < SPLIT_LAYER:
-                small[i] = _executor().submit(tree_values, k, None, 1, items[i].name)
+                small[i] = pool().submit(tree_values, k, 1, items[i].name)
     out = []
     for i, k in enumerate(keys):
         if i in small:

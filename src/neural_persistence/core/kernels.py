@@ -108,6 +108,19 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     return count, nweak
 
 
+@nb.njit(cache=True, nogil=True, parallel=True)
+def scan_blocks(a, mask, bounds, lo, collect, group, col_key, col_group, weak_rows, weak_key, weak_col,
+                buf_key, buf_row, buf_col, counts, weak_counts):
+    """:func:`scan_rows` on the blocks of rows ``bounds[b]:bounds[b + 1]`` in parallel, block ``b`` writing row
+    ``b`` of the column and edge buffers."""
+    for b in nb.prange(len(bounds) - 1):
+        r0, r1 = bounds[b], bounds[b + 1]
+        counts[b], weak_counts[b] = scan_rows(
+            a[r0:r1], mask, r0, lo, collect, group, col_key[b], col_group[b], weak_rows[r0:r1], weak_key[r0:r1],
+            weak_col[r0:r1], buf_key[b], buf_row[b], buf_col[b],
+        )
+
+
 @nb.njit(cache=True, nogil=True)
 def _group_max(a, mask, g0, g1, group_max):
     """The hot loop: maxima of the columns over rows g0..g1-1, four rows at a time (a quarter of the loads and
@@ -196,6 +209,41 @@ def union(parent, size, u, v):
     parent[rv] = ru
     size[ru] += size[rv]
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def counting_sort_desc(buf_key, buf_row, buf_col, counts, out_key, out_row, out_col):
+    """The edges of all blocks (the first ``counts[b]`` of row ``b`` of each buffer) by descending key, by
+    counting: for keys of one or two bytes, whose range is small, this beats any comparison sort."""
+    if out_key.shape[0] == 0:
+        return
+    hi = np.int64(0)
+    lo = np.int64(np.iinfo(buf_key.dtype).max)
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            hi = max(hi, np.int64(buf_key[b, e]))
+            lo = min(lo, np.int64(buf_key[b, e]))
+    start = np.zeros(hi - lo + 1, np.int64)  # slot of the next edge of each key, largest key first
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            start[hi - np.int64(buf_key[b, e])] += 1
+    total = 0
+    for v in range(len(start)):
+        start[v], total = total, total + start[v]
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            v = hi - np.int64(buf_key[b, e])
+            p = start[v]
+            start[v] = p + 1
+            out_key[p], out_row[p], out_col[p] = buf_key[b, e], buf_row[b, e], buf_col[b, e]
+
+
+@nb.njit(cache=True, nogil=True)
+def new_forest(parent, size):
+    """Every vertex its own component."""
+    for v in range(parent.shape[0]):
+        parent[v] = v
+        size[v] = 1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -43,8 +43,8 @@ class PersistenceDiagram:
             return 0.0
         if np.isinf(p):
             return float(pers.max())
-        if p == 2.0:
-            return float(np.sqrt(np.dot(pers, pers)))
+        if p == 2.0:  # not np.dot: BLAS would wake its threads, whose spinning slows the engine's
+            return float(np.sqrt(np.sum(pers * pers)))
         return float(np.sum(pers**p) ** (1.0 / p))
 
     def to_frame(self) -> pd.DataFrame:

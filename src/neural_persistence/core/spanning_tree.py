@@ -17,12 +17,13 @@ A sample-chosen ``t`` only decides how much work each step does, never the answe
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import kernels
+from .scratch import scratch
+from .threads import parallel_call
 from .weights import Keys, infinite_key
 
 __all__ = ["TreeValues", "tree_values"]
@@ -50,7 +51,6 @@ class NonFiniteWeightsError(ValueError):
 
 def tree_values(
     keys: Keys,
-    executor: Executor | None = None,
     blocks: int = 1,
     name: str = "layer",
     *,
@@ -64,8 +64,8 @@ def tree_values(
     ----------
     keys
         The layer, as returned by :func:`~neural_persistence.core.weights.to_keys`.
-    executor, blocks
-        Split the rows into ``blocks`` parts read in parallel by ``executor`` (the kernels release the GIL).
+    blocks
+        Split the rows into ``blocks`` parts read in parallel by numba's threads (see ``threads``).
     edges_per_vertex, small_layer, capacity
         Tuning of the work split (the answer never depends on them): edges collected per vertex, the size below
         which all edges are sorted, and the edge buffer of each block. Tests use them to force every path.
@@ -76,7 +76,7 @@ def tree_values(
     lo = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer)
     per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer)
     while True:
-        scan = _scan(keys, key_dtype, lo, executor, blocks, per_block_cap)
+        scan = _scan(keys, key_dtype, lo, blocks, per_block_cap)
         _check_finite(keys, scan.col_key, name)
         if not scan.overflow:
             break
@@ -93,9 +93,10 @@ class _Scan:
     weak_rows: np.ndarray  # rows without a collected edge, and their best edges
     weak_key: np.ndarray
     weak_col: np.ndarray
-    edge_key: np.ndarray  # the collected edges: every edge with key >= lo
+    edge_key: np.ndarray  # the collected edges, every edge with key >= lo: the first counts[b] of row b
     edge_row: np.ndarray
     edge_col: np.ndarray
+    counts: np.ndarray
     overflow: bool
     group: int  # rows per group of col_group
 
@@ -146,47 +147,46 @@ def _raise_threshold(keys: Keys, key_dtype: np.dtype, lo: int | None) -> int | N
     return int(above[len(above) // 2])
 
 
-def _scan(keys, key_dtype, lo, executor, blocks, cap) -> _Scan:  # type: ignore[no-untyped-def]
+def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int) -> _Scan:
     a = keys.data
     n, m = a.shape
-    col_key = np.zeros((blocks, m), key_dtype)
-    col_group = np.zeros((blocks, m), np.int32)
-    weak_rows = np.empty(n, np.int64)
-    weak_key = np.empty(n, key_dtype)
-    weak_col = np.empty(n, np.int64)
-    buf_key = np.empty((blocks, cap), key_dtype)
-    buf_row = np.empty((blocks, cap), np.int64)
-    buf_col = np.empty((blocks, cap), np.int64)
+    col_key = scratch("col_key", (blocks, m), key_dtype)
+    col_key[:] = 0
+    col_group = scratch("col_group", (blocks, m), np.int32)
+    col_group[:] = 0
+    weak_rows = scratch("weak_rows", n, np.int64)
+    weak_key = scratch("weak_key", n, key_dtype)
+    weak_col = scratch("weak_col", n, np.int64)
+    buf_key = scratch("buf_key", (blocks, cap), key_dtype)
+    buf_row = scratch("buf_row", (blocks, cap), np.int64)
+    buf_col = scratch("buf_col", (blocks, cap), np.int64)
+    counts = np.zeros(blocks, np.int64)
+    weak_counts = np.zeros(blocks, np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
     group = kernels.GROUP_1BYTE if key_dtype.itemsize == 1 else kernels.GROUP
     # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
     bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
-
-    def run(b: int) -> tuple[int, int]:
-        r0, r1 = bounds[b], bounds[b + 1]
-        return kernels.scan_rows(  # type: ignore[no-any-return]
-            a[r0:r1], keys.mask, r0, threshold, collect, group, col_key[b], col_group[b],
-            weak_rows[r0:r1], weak_key[r0:r1], weak_col[r0:r1], buf_key[b], buf_row[b], buf_col[b],
+    if blocks > 1:
+        parallel_call(
+            kernels.scan_blocks, a, keys.mask, bounds, threshold, collect, group, col_key, col_group, weak_rows,
+            weak_key, weak_col, buf_key, buf_row, buf_col, counts, weak_counts,
         )
-
-    live = [b for b in range(blocks) if bounds[b] < bounds[b + 1]]
-    results = list(executor.map(run, live)) if executor is not None and len(live) > 1 else [run(b) for b in live]
-    counts = [c for c, _ in results]
-    weak = np.concatenate([np.arange(bounds[b], bounds[b] + w) for b, (_, w) in zip(live, results)])
+    else:
+        counts[0], weak_counts[0] = kernels.scan_rows(
+            a, keys.mask, 0, threshold, collect, group, col_key[0], col_group[0], weak_rows, weak_key, weak_col,
+            buf_key[0], buf_row[0], buf_col[0],
+        )
+    weak = np.concatenate([np.arange(bounds[b], bounds[b] + weak_counts[b]) for b in range(blocks)])
     # Merge column maxima: a later block wins only when strictly larger, which keeps the first row on ties.
-    best, best_group = col_key[live[0]], col_group[live[0]]
-    for b in live[1:]:
+    best, best_group = col_key[0], col_group[0]
+    for b in range(1, blocks):
         better = col_key[b] > best
         best[better] = col_key[b][better]
         best_group[better] = col_group[b][better]
     return _Scan(
-        best, best_group, weak_rows[weak], weak_key[weak], weak_col[weak],
-        np.concatenate([buf_key[b, :c] for b, c in zip(live, counts)]),
-        np.concatenate([buf_row[b, :c] for b, c in zip(live, counts)]),
-        np.concatenate([buf_col[b, :c] for b, c in zip(live, counts)]),
-        any(c > cap for c in counts),
-        group,
+        best, best_group, weak_rows[weak], weak_key[weak], weak_col[weak], buf_key, buf_row, buf_col, counts,
+        bool((counts > cap).any()), group,
     )
 
 
@@ -206,15 +206,12 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     """Steps 2 and 3 of the module docstring: the tree's keys, in no particular order."""
     a = keys.data
     n, m = a.shape
-    parent = np.arange(n + m, dtype=np.int64)
-    size = np.ones(n + m, dtype=np.int64)
+    parent = scratch("parent", n + m, np.int64)
+    size = scratch("size", n + m, np.int64)
+    kernels.new_forest(parent, size)
     out = np.empty(n + m - 1, key_dtype)
-    # Ties may come in any order here (the tree's values do not depend on it): radix sort for 16-bit keys,
-    # numpy's SIMD quicksort for wider ones, whichever is faster. Kruskal then reads the edges in order.
-    order = np.argsort(scan.edge_key, kind="stable" if key_dtype.itemsize <= 2 else "quicksort")[::-1]
-    count, components = kernels.kruskal(
-        scan.edge_key[order], scan.edge_row[order], scan.edge_col[order], n, parent, size, out, 0, n + m
-    )
+    edge_key, edge_row, edge_col = _sorted_edges(scan, key_dtype)
+    count, components = kernels.kruskal(edge_key, edge_row, edge_col, n, parent, size, out, 0, n + m)
     # Boruvka edges below the threshold, all in the tree, in any order: the best edges of the rows and of the
     # columns that hold no collected edge.
     count, components = kernels.kruskal(
@@ -240,4 +237,26 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
             best_key[chosen], best_row[chosen], best_col[chosen], n, parent, size, out, count, components
         )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
+    return out
+
+
+def _sorted_edges(scan: _Scan, key_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The collected edges by descending key (ties in any order: the tree's values do not depend on it).
+
+    Kruskal then reads them in sequence. Keys of one or two bytes are sorted by counting; wider keys by
+    numpy's SIMD quicksort on their concatenation.
+    """
+    total = int(scan.counts.sum())
+    out = (scratch("edge_key", total, key_dtype), scratch("edge_row", total, np.int64),
+           scratch("edge_col", total, np.int64))
+    if key_dtype.itemsize <= 2:
+        kernels.counting_sort_desc(scan.edge_key, scan.edge_row, scan.edge_col, scan.counts, *out)
+        return out
+    joined = []
+    for name, buf in zip(("key", "row", "col"), (scan.edge_key, scan.edge_row, scan.edge_col)):
+        parts = [buf[b, :c] for b, c in enumerate(scan.counts)]
+        joined.append(np.concatenate(parts, out=scratch(f"joined_{name}", total, buf.dtype)))
+    order = np.argsort(joined[0], kind="quicksort")[::-1]
+    for source, target in zip(joined, out):
+        np.take(source, order, out=target)
     return out
