@@ -76,6 +76,8 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     cap = buf_key.shape[0]
     count = 0
     nweak = 0
+    col_key[:] = 0
+    col_group[:] = 0
     group_max = np.empty(m, col_key.dtype)
     flags = np.zeros((m + 7) // 8 * 8, np.uint8)  # 1 where a column's group maximum reaches lo
     words = flags.view(np.uint64)
@@ -112,13 +114,27 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
 def scan_blocks(a, mask, bounds, lo, collect, group, col_key, col_group, weak_rows, weak_key, weak_col,
                 buf_key, buf_row, buf_col, counts, weak_counts):
     """:func:`scan_rows` on the blocks of rows ``bounds[b]:bounds[b + 1]`` in parallel, block ``b`` writing row
-    ``b`` of the column and edge buffers."""
-    for b in nb.prange(len(bounds) - 1):
+    ``b`` of the column and edge buffers. Then the blocks' column maxima are merged into row 0 (a later block
+    wins only when strictly larger, which keeps the first row on ties) and the weak rows moved to the front.
+    Returns the number of weak rows."""
+    blocks = len(bounds) - 1
+    for b in nb.prange(blocks):
         r0, r1 = bounds[b], bounds[b + 1]
         counts[b], weak_counts[b] = scan_rows(
             a[r0:r1], mask, r0, lo, collect, group, col_key[b], col_group[b], weak_rows[r0:r1], weak_key[r0:r1],
             weak_col[r0:r1], buf_key[b], buf_row[b], buf_col[b],
         )
+    for b in range(1, blocks):
+        for j in range(col_key.shape[1]):
+            better = col_key[b, j] > col_key[0, j]
+            col_key[0, j] = max(col_key[0, j], col_key[b, j])
+            col_group[0, j] = col_group[b, j] if better else col_group[0, j]
+    nweak = weak_counts[0]
+    for b in range(1, blocks):
+        for t in range(bounds[b], bounds[b] + weak_counts[b]):
+            weak_rows[nweak], weak_key[nweak], weak_col[nweak] = weak_rows[t], weak_key[t], weak_col[t]
+            nweak += 1
+    return nweak
 
 
 @nb.njit(cache=True, nogil=True)

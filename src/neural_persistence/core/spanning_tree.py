@@ -151,9 +151,7 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     a = keys.data
     n, m = a.shape
     col_key = scratch("col_key", (blocks, m), key_dtype)
-    col_key[:] = 0
     col_group = scratch("col_group", (blocks, m), np.int32)
-    col_group[:] = 0
     weak_rows = scratch("weak_rows", n, np.int64)
     weak_key = scratch("weak_key", n, key_dtype)
     weak_col = scratch("weak_col", n, np.int64)
@@ -161,32 +159,24 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     buf_row = scratch("buf_row", (blocks, cap), np.int64)
     buf_col = scratch("buf_col", (blocks, cap), np.int64)
     counts = np.zeros(blocks, np.int64)
-    weak_counts = np.zeros(blocks, np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
     group = kernels.GROUP_1BYTE if key_dtype.itemsize == 1 else kernels.GROUP
-    # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
-    bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
     if blocks > 1:
-        parallel_call(
+        # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
+        bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
+        weak = parallel_call(
             kernels.scan_blocks, a, keys.mask, bounds, threshold, collect, group, col_key, col_group, weak_rows,
-            weak_key, weak_col, buf_key, buf_row, buf_col, counts, weak_counts,
+            weak_key, weak_col, buf_key, buf_row, buf_col, counts, np.zeros(blocks, np.int64),
         )
     else:
-        counts[0], weak_counts[0] = kernels.scan_rows(
+        counts[0], weak = kernels.scan_rows(
             a, keys.mask, 0, threshold, collect, group, col_key[0], col_group[0], weak_rows, weak_key, weak_col,
             buf_key[0], buf_row[0], buf_col[0],
         )
-    weak = np.concatenate([np.arange(bounds[b], bounds[b] + weak_counts[b]) for b in range(blocks)])
-    # Merge column maxima: a later block wins only when strictly larger, which keeps the first row on ties.
-    best, best_group = col_key[0], col_group[0]
-    for b in range(1, blocks):
-        better = col_key[b] > best
-        best[better] = col_key[b][better]
-        best_group[better] = col_group[b][better]
     return _Scan(
-        best, best_group, weak_rows[weak], weak_key[weak], weak_col[weak], buf_key, buf_row, buf_col, counts,
-        bool((counts > cap).any()), group,
+        col_key[0], col_group[0], weak_rows[:weak], weak_key[:weak], weak_col[:weak], buf_key, buf_row, buf_col,
+        counts, bool((counts > cap).any()), group,
     )
 
 
