@@ -8,6 +8,7 @@ not kept: for layers that big the faults are a small part of the work.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -23,10 +24,9 @@ _local = threading.local()
 def scratch(name: str, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     """An uninitialised array of ``shape`` and ``dtype``; the same memory on the next call with ``name`` in this
     thread, so a caller must be done with it before asking again."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    size = int(np.prod(shape))
-    kept: dict[tuple[str, np.dtype], np.ndarray] = _local.__dict__.setdefault("kept", {})
+    shape = (shape,) if isinstance(shape, int) else shape
+    size = math.prod(shape)
+    kept: dict[tuple[str, Any], np.ndarray] = _local.__dict__.setdefault("kept", {})
     buffer = kept.get((name, dtype))
     if buffer is None or buffer.size < size:
         buffer = np.empty(size, dtype)

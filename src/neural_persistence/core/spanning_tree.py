@@ -111,7 +111,8 @@ def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer:
 def _sample_keys(keys: Keys, key_dtype: np.dtype) -> np.ndarray:
     a = keys.data
     n, m = a.shape
-    step = max(1, int(math.sqrt(n * m / SAMPLE_SIZE)))
+    size = min(SAMPLE_SIZE, max(1024, n * m >> 6))  # about 1 weight in 64 for small layers
+    step = max(1, int(math.sqrt(n * m / size)))
     sample = a[:: max(1, min(step, n // 8 or 1)), :: max(1, step)]
     if a.dtype.kind == "i":
         return np.abs(sample.astype(np.int64)).astype(key_dtype)
