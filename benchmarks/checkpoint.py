@@ -96,7 +96,8 @@ import numpy as np
 import neural_persistence as npers
 from neural_persistence.analysis.analyze import analyze
 t0 = time.perf_counter()
-npers.layer_tree(npers.bfloat16_bits(np.ones((64, 64), np.uint16)))  # load numba's cached kernels, once a process
+for shape in ((64, 64), (1100, 1000)):  # load numba's cached kernels (serial and parallel), once a process
+    npers.layer_tree(npers.bfloat16_bits(np.ones(shape, np.uint16)))
 load = time.perf_counter() - t0
 t0 = time.perf_counter()
 s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1")

@@ -73,7 +73,11 @@ def make(shape: tuple[int, int], style: str, bf16: bool, seed: int = 0) -> np.nd
 
 
 def median_time(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    """Median of at least ``repeat`` calls after warm-up calls; fast calls are repeated for about 0.2 s."""
+    fn()  # compiles or loads the kernels for this dtype
+    t0 = time.perf_counter()
     fn()
+    repeat = max(repeat, min(200, int(0.2 / max(time.perf_counter() - t0, 1e-6))))
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

@@ -280,3 +280,29 @@ def test_real_pretrained_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     layer = load_table(tmp_path / "out", normalization="layer")
     assert (table["normalized_np"].to_numpy() >= layer["normalized_np"].to_numpy()).all()
     assert table["normalized_np"].max() <= np.sqrt((32 + 384) / (32 + 384 - 1)) + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("values", "tag"),
+    [
+        (np.array([0.5, 0.25, 2.0**-130, 0.0]), b"b"),  # bfloat16 layers: 2 bytes a value
+        (np.array([0.1, 0.2], dtype=np.float32).astype(np.float64), b"f"),
+        (np.array([0.1, 1e-300, 0.0]), b"d"),
+        (np.array([]), b"b"),
+    ],
+)
+def test_stored_trees_round_trip_exactly(values: np.ndarray, tag: bytes) -> None:
+    from neural_persistence.analysis.store import _pack, _unpack
+
+    blob = _pack(values)
+    assert blob[:1] == tag
+    np.testing.assert_array_equal(_unpack(blob), values)
+
+
+def test_databases_written_before_the_tags_still_read() -> None:
+    import zlib
+
+    from neural_persistence.analysis.store import _unpack
+
+    values = np.array([0.75, 0.1, 0.0])
+    np.testing.assert_array_equal(_unpack(zlib.compress(values.astype("<f8").tobytes(), 1)), values)

@@ -1,14 +1,17 @@
 """The results database of an analysis: SQLite in the output directory, written one tensor at a time.
 
-What is stored is each matrix's raw spanning-tree values (|w|, exact float64) and its max |w|: the tree does not
-depend on the normalization, so any normalization (global, per layer, per role) and any p is applied when the
-table is read, and a run killed at any point loses at most the tensor in flight. Keys: checkpoint, tensor, head,
-and the options that change what is measured (``per_head``).
+What is stored is each matrix's raw spanning-tree values (|w|, exact: in the narrowest of bfloat16, float32 and
+float64 that holds them exactly) and its max |w|: the tree does not depend on the normalization, so any
+normalization (global, per layer, per role) and any p is applied when the table is read. Results are committed
+at least every ``COMMIT_SECONDS``, a tensor's rows together with its completion mark, so a run killed at any point
+loses at most the last moments of work, which a rerun computes again. Keys: checkpoint, tensor, head, and the
+options that change what is measured (``per_head``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ __all__ = ["DB_NAME", "Store", "StoredTree"]
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
+#: Most seconds between commits (a commit per tensor would cost more than measuring a small one).
+COMMIT_SECONDS = 0.5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -54,7 +59,7 @@ class StoredTree:
 
 
 class Store:
-    """The analysis database; every tensor's results are committed at once, so a killed run loses nothing done."""
+    """The analysis database; a tensor's results and its completion mark are committed together."""
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
@@ -68,9 +73,16 @@ class Store:
         self.db.executescript(_SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         self.db.commit()
+        self._last_commit = time.monotonic()
 
     def close(self) -> None:
+        self.db.commit()
         self.db.close()
+
+    def _commit_soon(self) -> None:
+        if time.monotonic() - self._last_commit >= COMMIT_SECONDS:
+            self.db.commit()
+            self._last_commit = time.monotonic()
 
     def __enter__(self) -> Store:
         return self
@@ -90,18 +102,18 @@ class Store:
         return row is not None
 
     def save(self, run: str, checkpoint: str, tensor: str, options: str, rows: Iterable[tuple]) -> None:
-        """All matrices of one tensor, and its completion mark, in one transaction."""
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs, _pack(tree))
-                 for head, block, role, r, c, max_abs, tree in rows],
-            )
-            self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL)", (run, checkpoint, tensor, options))
+        """All matrices of one tensor, and its completion mark, in the same transaction."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs, _pack(tree))
+             for head, block, role, r, c, max_abs, tree in rows],
+        )
+        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL)", (run, checkpoint, tensor, options))
+        self._commit_soon()
 
     def save_error(self, run: str, checkpoint: str, tensor: str, options: str, message: str) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?)", (run, checkpoint, tensor, options, message))
+        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?)", (run, checkpoint, tensor, options, message))
+        self._commit_soon()
 
     def errors(self) -> list[tuple[str, str, str, str]]:
         """(run, checkpoint, tensor, message) of every tensor that could not be measured."""
@@ -123,8 +135,24 @@ class Store:
 
 
 def _pack(tree: np.ndarray) -> bytes:
-    return zlib.compress(np.ascontiguousarray(tree, dtype="<f8").tobytes(), 1)
+    """The values in the narrowest exact format, tagged: b"b" bfloat16 bits, b"f" float32, b"d" float64.
+
+    Trees of bfloat16 layers take 2 bytes a value and need no compression (which cost more than measuring)."""
+    as32 = tree.astype("<f4")
+    if not np.array_equal(as32, tree):
+        return b"d" + np.ascontiguousarray(tree, dtype="<f8").tobytes()
+    bits = as32.view("<u4")
+    if not (bits & 0xFFFF).any():
+        return b"b" + (bits >> 16).astype("<u2").tobytes()
+    return b"f" + as32.tobytes()
 
 
 def _unpack(blob: bytes) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(blob), dtype="<f8")
+    tag, body = blob[:1], blob[1:]
+    if tag == b"b":
+        return (np.frombuffer(body, "<u2").astype("<u4") << 16).view("<f4").astype(np.float64)
+    if tag == b"f":
+        return np.frombuffer(body, "<f4").astype(np.float64)
+    if tag == b"d":
+        return np.frombuffer(body, "<f8").copy()
+    return np.frombuffer(zlib.decompress(blob), dtype="<f8")  # databases written before the tags: zlib'd float64

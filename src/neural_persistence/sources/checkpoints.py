@@ -156,4 +156,11 @@ def read_tensor(ref: TensorRef) -> Any:
     """The tensor's data, memory-mapped where the format allows."""
     if ref.file.suffix == ".bin":
         return _torch_bin(ref.file)[ref.name]
-    return SafetensorsFile(ref.file).read(ref.name)
+    stat = ref.file.stat()
+    return _safetensors(ref.file, stat.st_size, stat.st_mtime_ns).read(ref.name)
+
+
+@functools.lru_cache(maxsize=16)
+def _safetensors(path: Path, size: int, mtime_ns: int) -> SafetensorsFile:
+    """A file's parsed header, once per version of the file (size and time are part of the key)."""
+    return SafetensorsFile(path)
