@@ -292,17 +292,17 @@ def test_real_pretrained_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ],
 )
 def test_stored_trees_round_trip_exactly(values: np.ndarray, tag: bytes) -> None:
-    from neural_persistence.analysis.store import _pack, _unpack
+    from neural_persistence.analysis.store import pack_tree, unpack_tree
 
-    blob = _pack(values)
+    blob = pack_tree(values)
     assert blob[:1] == tag
-    np.testing.assert_array_equal(_unpack(blob), values)
+    np.testing.assert_array_equal(unpack_tree(blob), values)
 
 
 def test_databases_written_before_the_tags_still_read() -> None:
     import zlib
 
-    from neural_persistence.analysis.store import _unpack
+    from neural_persistence.analysis.store import unpack_tree
 
     values = np.array([0.75, 0.1, 0.0])
-    np.testing.assert_array_equal(_unpack(zlib.compress(values.astype("<f8").tobytes(), 1)), values)
+    np.testing.assert_array_equal(unpack_tree(zlib.compress(values.astype("<f8").tobytes(), 1)), values)

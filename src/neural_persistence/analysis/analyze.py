@@ -18,7 +18,7 @@ from ..core.threads import available_threads
 from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor, tensors_of
 from ..sources.safetensors_file import CorruptCheckpointError
 from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role
-from .store import Store
+from .store import Store, pack_tree
 
 __all__ = ["AnalysisSummary", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
 
@@ -107,16 +107,23 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec]) -> list[tuple]:
-    """Spanning-tree values of every matrix a tensor yields: (head, block, role, rows, cols, max_abs, tree)."""
+def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[tuple]:
+    """Spanning-tree values of every matrix a tensor yields: (head, block, role, rows, cols, max_abs, tree).
+
+    ``parallel``: split big matrices over all cores (see :func:`layer_tree`)."""
     data = read_tensor(tensor)
     rows = []
     for spec in specs:
         label = f"{tensor.file}: tensor {tensor.name!r}" + (f" head {spec.head}" if spec.head >= 0 else "")
-        tree = layer_tree(cut(data, spec), name=label)
+        tree = layer_tree(cut(data, spec), name=label, parallel=parallel)
         rows.append((spec.head, spec.block, spec.role, spec.rows, spec.cols, tree.max_abs, tree.values))
     del data
     return rows
+
+
+def _measure_packed(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool) -> list[tuple]:
+    """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes."""
+    return [(*row[:-1], pack_tree(row[-1])) for row in measure_unit(tensor, specs, parallel)]
 
 
 def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
@@ -195,8 +202,13 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
     if scheduler is not None:
         yield from _execute_dask(units, scheduler)
         return
-    with ThreadPoolExecutor(max_workers=workers or available_threads(), thread_name_prefix="np-analyze") as pool:
-        futures: dict[Future[list[tuple]], Unit] = {pool.submit(measure_unit, u.tensor, u.specs): u for u in units}
+    workers = workers or available_threads()
+    # Several workers each read whole tensors on one thread; a single worker splits big ones over all cores.
+    parallel = workers == 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="np-analyze") as pool:
+        futures: dict[Future[list[tuple]], Unit] = {
+            pool.submit(_measure_packed, u.tensor, u.specs, parallel): u for u in units
+        }
         for future in as_completed(futures):
             err = future.exception()
             yield futures[future], err if err is not None else future.result()
@@ -207,7 +219,7 @@ def _execute_dask(units: list[Unit], scheduler: str) -> Iterable[tuple[Unit, Any
 
     distributed = require("dask.distributed", "dask")
     with distributed.Client(scheduler) as client:
-        futures = {client.submit(measure_unit, u.tensor, u.specs, pure=False): u for u in units}
+        futures = {client.submit(_measure_packed, u.tensor, u.specs, True, pure=False): u for u in units}
         for future in distributed.as_completed(list(futures)):
             unit = futures[future]
             if future.status == "error":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DB_NAME", "Store", "StoredTree"]
+__all__ = ["DB_NAME", "Store", "StoredTree", "pack_tree", "unpack_tree"]
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -102,10 +102,14 @@ class Store:
         return row is not None
 
     def save(self, run: str, checkpoint: str, tensor: str, options: str, rows: Iterable[tuple]) -> None:
-        """All matrices of one tensor, and its completion mark, in the same transaction."""
+        """All matrices of one tensor, and its completion mark, in the same transaction.
+
+        ``rows``: (head, block, role, rows, cols, max_abs, tree), the tree as values or packed by :func:`pack_tree`.
+        """
         self.db.executemany(
             "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs, _pack(tree))
+            [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs,
+              tree if isinstance(tree, bytes) else pack_tree(tree))
              for head, block, role, r, c, max_abs, tree in rows],
         )
         self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL)", (run, checkpoint, tensor, options))
@@ -128,13 +132,13 @@ class Store:
         )
         for row in self.db.execute(query, (options,) if options is not None else ()):
             run, ckpt, step, tokens, tensor, head, block, role, rows, cols, max_abs, blob = row
-            yield StoredTree(run, ckpt, step, tokens, tensor, head, block, role, rows, cols, max_abs, _unpack(blob))
+            yield StoredTree(run, ckpt, step, tokens, tensor, head, block, role, rows, cols, max_abs, unpack_tree(blob))
 
     def option_sets(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT options FROM trees ORDER BY options")]
 
 
-def _pack(tree: np.ndarray) -> bytes:
+def pack_tree(tree: np.ndarray) -> bytes:
     """The values in the narrowest exact format, tagged: b"b" bfloat16 bits, b"f" float32, b"d" float64.
 
     Trees of bfloat16 layers take 2 bytes a value and need no compression (which cost more than measuring)."""
@@ -147,7 +151,7 @@ def _pack(tree: np.ndarray) -> bytes:
     return b"f" + as32.tobytes()
 
 
-def _unpack(blob: bytes) -> np.ndarray:
+def unpack_tree(blob: bytes) -> np.ndarray:
     tag, body = blob[:1], blob[1:]
     if tag == b"b":
         return (np.frombuffer(body, "<u2").astype("<u4") << 16).view("<f4").astype(np.float64)

@@ -54,14 +54,15 @@ def named_matrices(layers: Any, **options: Any) -> list[NamedMatrix]:
     return items
 
 
-def layer_tree(matrix: Any, name: str = "layer") -> TreeValues:
+def layer_tree(matrix: Any, name: str = "layer", parallel: bool = True) -> TreeValues:
     """Raw maximum-spanning-tree values (|w|, descending) and max |w| of one matrix.
 
     The tree values are scale-invariant: dividing them by any w_max gives the layer's diagram under that
     normalization, which is how checkpoint analysis normalizes globally after one pass over the weights.
+    ``parallel=False`` reads even a big matrix on one thread, for callers that measure matrices side by side.
     """
     keys = to_keys(matrix, name)
-    return _tree(keys, name, split=keys.data.size >= SPLIT_LAYER)
+    return _tree(keys, name, split=parallel and keys.data.size >= SPLIT_LAYER)
 
 
 def _tree(keys: Keys, name: str, split: bool) -> TreeValues:
