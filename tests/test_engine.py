@@ -101,7 +101,9 @@ def test_kruskal_oracle_equals_scipy(matrix: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("style", ["normal", "int8", "rounded", "row-scaled", "col-scaled", "block-diagonal"])
-@pytest.mark.parametrize("shape", [(200, 700), (640, 96)])
+# (2000, 300): few columns of a group of rows hold edges, which are read column by column; (40, 3000): most do,
+# and the group's rows are compared instead.
+@pytest.mark.parametrize("shape", [(200, 700), (640, 96), (2000, 300), (40, 3000)])
 def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int]) -> None:
     """Big enough for the threshold path with its defaults; hard inputs may cost time, never exactness."""
     rng = np.random.default_rng(len(style) * 7 + shape[0])
@@ -165,3 +167,22 @@ def test_forked_child_after_parallel_work() -> None:
     expected = npers.layer_tree(x).values  # starts numba's threads in this process
     with multiprocessing.get_context("fork").Pool(1) as child:
         np.testing.assert_array_equal(child.apply_async(_tree_in_child, (x,)).get(timeout=120), expected)
+
+
+@given(matrix=weight_matrices(), dtype=st.sampled_from(["float32", "bfloat16-bits", "int8"]))
+@settings(max_examples=40, deadline=None)
+def test_strided_matrices_read_in_place(matrix: np.ndarray, dtype: str) -> None:
+    """Big strided matrices are read without a copy (small ones are copied first): the same answer."""
+    import neural_persistence.core.weights as weights
+
+    converted = DTYPES[dtype](np.repeat(matrix, 2, axis=1))
+    bits = converted.bits if isinstance(converted, npers.BFloat16Bits) else converted
+    strided = bits[:, ::2]
+    view = npers.bfloat16_bits(strided) if isinstance(converted, npers.BFloat16Bits) else strided
+    expected = kruskal_tree(oracle_input(view))
+    saved, weights.STRIDED_COPY_BYTES = weights.STRIDED_COPY_BYTES, 0
+    try:
+        for path in ("default", "threshold", "blocks"):
+            np.testing.assert_array_equal(engine(view, path), expected)
+    finally:
+        weights.STRIDED_COPY_BYTES = saved

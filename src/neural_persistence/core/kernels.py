@@ -60,7 +60,7 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
 
     The rows are read in groups of ``group``, keeping the maxima of the columns over the group: the hot loop is a
     plain vectorized max. A column whose group maximum reaches ``lo`` holds edges to collect, found by reading
-    that column of the group, still in cache. Edges are collected only when ``collect``. A *weak* row holds no
+    that column of the group, still in cache (or, when most columns hold some, by comparing the group's rows). Edges are collected only when ``collect``. A *weak* row holds no
     collected edge; its best edge (largest key, smallest column) is recorded. For columns, the read records the
     maximum and the first group where it occurs (``col_group``, numbered from row 0 of the whole matrix, which
     ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row inside that group for
@@ -85,20 +85,34 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         _group_max(a, mask, g0, g1, group_max)
-        _merge(group_max, np.int32((row0 + g0) // group), lo, col_key, col_group, flags)
+        flagged = _merge(group_max, np.int32((row0 + g0) // group), lo, col_key, col_group, flags)
         hits[:] = 0
-        for w in range(len(words) if collect else 0):  # visit set flags eight at a time, no branch per column
-            bits = words[w]
-            while bits:
-                low = bits & (~bits + np.uint64(1))
-                bits ^= low
-                # unsigned: no negative-index wraparound in the loads below
-                j = np.uint64(8 * w) + np.uint64(LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
-                for r in range(g0, g1):
-                    k = abs_key(a[r, j], mask)
-                    if k >= lo:
+        if not collect or flagged == 0:
+            pass
+        elif flagged * 4 < m:  # few columns hold edges: read those columns of the group
+            for w in range(len(words)):  # visit set flags eight at a time, no branch per column
+                bits = words[w]
+                while bits:
+                    j = _next_flag(words, w, bits)
+                    bits &= bits - np.uint64(1)
+                    for r in range(g0, g1):
+                        k = abs_key(a[r, j], mask)
+                        if k >= lo:
+                            if count < cap:
+                                buf_key[count], buf_row[count], buf_col[count] = k, row0 + r, j
+                            count += 1
+                            hits[r - g0] += 1
+        else:  # most columns do (short, wide blocks such as attention heads): flag the edges row by row
+            for r in range(g0, g1):
+                for j in range(m):  # vectorized compare
+                    flags[j] = abs_key(a[r, j], mask) >= lo
+                for w in range(len(words)):
+                    bits = words[w]
+                    while bits:
+                        j = _next_flag(words, w, bits)
+                        bits &= bits - np.uint64(1)
                         if count < cap:
-                            buf_key[count], buf_row[count], buf_col[count] = k, row0 + r, j
+                            buf_key[count], buf_row[count], buf_col[count] = abs_key(a[r, j], mask), row0 + r, j
                         count += 1
                         hits[r - g0] += 1
         for r in range(g0, g1):
@@ -158,12 +172,23 @@ def _group_max(a, mask, g0, g1, group_max):
 @nb.njit(cache=True, nogil=True)
 def _merge(group_max, here, lo, col_key, col_group, flags):
     """Merge a group's column maxima (a later group wins only when strictly larger) and flag the columns that
-    hold edges to collect."""
+    hold edges to collect; returns how many do."""
+    flagged = 0
     for j in range(group_max.shape[0]):
         better = group_max[j] > col_key[j]
         col_key[j] = max(col_key[j], group_max[j])
         col_group[j] = here if better else col_group[j]
         flags[j] = group_max[j] >= lo
+        flagged += group_max[j] >= lo
+    return flagged
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _next_flag(words, w, bits):
+    """Index of the lowest set flag of word ``w`` of byte flags (``bits`` = what is left of that word), as an
+    unsigned integer: loads indexed by it need no negative-index wraparound, which would stop vectorization."""
+    low = bits & (~bits + np.uint64(1))
+    return np.uint64(8 * w) + np.uint64(LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
 
 
 @nb.njit(cache=True, nogil=True)
