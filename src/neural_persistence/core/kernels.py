@@ -273,9 +273,9 @@ def counting_sort_desc(buf_key, buf_row, buf_col, counts, out_key, out_row, out_
         start[v], total = total, total + start[v]
     for b in range(len(counts)):
         for e in range(counts[b]):
-            v = hi - np.int64(buf_key[b, e])
-            p = start[v]
-            start[v] = p + 1
+            key = hi - np.int64(buf_key[b, e])
+            p = start[key]
+            start[key] = p + 1
             out_key[p], out_row[p], out_col[p] = buf_key[b, e], buf_row[b, e], buf_col[b, e]
 
 
