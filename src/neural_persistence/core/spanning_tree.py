@@ -2,8 +2,9 @@
 
 Why this is exact (Kruskal adds edges from strongest to weakest; its values are the 0-dimensional deaths):
 
-1. One pass finds every row's and every column's strongest edge (Boruvka's first round, ties broken by one total
-   order: key descending, then index) and collects the edges at or above a threshold ``t`` drawn from a sample.
+1. One pass collects the edges at or above a threshold ``t`` drawn from a sample, and finds every column's
+   strongest edge and that of every row without a collected edge (Boruvka's first round; the other rows' are
+   among the collected; ties broken by one total order: key descending, then index).
 2. Kruskal on the collected edges is exactly the first part of Kruskal on all edges. The Boruvka edges below ``t``
    belong to the tree too, so they are added next. The multiset of tree values does not depend on how ties are
    broken, so the values found so far are final.
