@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import forest, kernels
 from .scratch import scratch
 from .threads import parallel_call
 from .weights import Keys, infinite_key
@@ -200,32 +200,32 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     n, m = a.shape
     parent = scratch("parent", n + m, np.int64)
     size = scratch("size", n + m, np.int64)
-    kernels.new_forest(parent, size)
+    forest.new_forest(parent, size)
     out = np.empty(n + m - 1, key_dtype)
     edge_key, edge_row, edge_col = _sorted_edges(scan, key_dtype)
-    count, components = kernels.kruskal(edge_key, edge_row, edge_col, n, parent, size, out, 0, n + m)
+    count, components = forest.kruskal(edge_key, edge_row, edge_col, n, parent, size, out, 0, n + m)
     # Boruvka edges below the threshold, all in the tree, in any order: the best edges of the rows and of the
     # columns that hold no collected edge.
-    count, components = kernels.kruskal(
+    count, components = forest.kruskal(
         scan.weak_key, scan.weak_rows, scan.weak_col, n, parent, size, out, count, components
     )
     weak = np.flatnonzero(scan.col_key < lo) if lo is not None else np.arange(m)
     if len(weak) and components > 1:
         w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group, scan.group)
-        count, components = kernels.kruskal(scan.col_key[weak], w_row, weak, n, parent, size, out, count, components)
+        count, components = forest.kruskal(scan.col_key[weak], w_row, weak, n, parent, size, out, count, components)
     while components > 1:
-        comp, sizes = kernels.component_labels(parent, n + m)
+        comp, sizes = forest.component_labels(parent, n + m)
         outside = comp != np.argmax(sizes)
         c = len(sizes)
         best_key = np.zeros(c, key_dtype)
         best_row = np.full(c, -1, np.int64)
         best_col = np.full(c, -1, np.int64)
-        kernels.best_outgoing(
+        forest.best_outgoing(
             a, keys.mask, comp, np.flatnonzero(outside[:n]), np.flatnonzero(outside[n:]),
             best_key, best_row, best_col,
         )
         chosen = best_row >= 0
-        count, components = kernels.kruskal(
+        count, components = forest.kruskal(
             best_key[chosen], best_row[chosen], best_col[chosen], n, parent, size, out, count, components
         )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
@@ -242,7 +242,7 @@ def _sorted_edges(scan: _Scan, key_dtype: np.dtype) -> tuple[np.ndarray, np.ndar
     out = (scratch("edge_key", total, key_dtype), scratch("edge_row", total, np.int64),
            scratch("edge_col", total, np.int64))
     if key_dtype.itemsize <= 2:
-        kernels.counting_sort_desc(scan.edge_key, scan.edge_row, scan.edge_col, scan.counts, *out)
+        forest.counting_sort_desc(scan.edge_key, scan.edge_row, scan.edge_col, scan.counts, *out)
         return out
     joined = []
     for name, buf in zip(("key", "row", "col"), (scan.edge_key, scan.edge_row, scan.edge_col)):

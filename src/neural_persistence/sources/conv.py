@@ -31,7 +31,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from ..core.kernels import find, union
+from ..core.forest import find, union
 from ..core.spanning_tree import TreeValues
 
 __all__ = ["UnrolledConv", "conv_matrix"]

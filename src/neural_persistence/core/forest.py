@@ -1,0 +1,140 @@
+"""Numba kernels of the spanning forest: union-find, Kruskal over sorted edges, Boruvka steps.
+
+Vertices are rows 0..n-1 and columns n..n+m-1 of a layer's bipartite graph; edge keys are the monotone unsigned
+keys of :mod:`.kernels`. All kernels release the GIL.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .kernels import abs_key
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def find(parent, v):
+    """Root of ``v`` with path halving."""
+    while parent[v] != v:
+        parent[v] = parent[parent[v]]
+        v = parent[v]
+    return v
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def union(parent, size, u, v):
+    """Join the components of ``u`` and ``v``; False when they were already one."""
+    ru = find(parent, u)
+    rv = find(parent, v)
+    if ru == rv:
+        return False
+    if size[ru] < size[rv]:
+        ru, rv = rv, ru
+    parent[rv] = ru
+    size[ru] += size[rv]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def counting_sort_desc(buf_key, buf_row, buf_col, counts, out_key, out_row, out_col):
+    """The edges of all blocks (the first ``counts[b]`` of row ``b`` of each buffer) by descending key, by
+    counting: for keys of one or two bytes, whose range is small, this beats any comparison sort."""
+    if out_key.shape[0] == 0:
+        return
+    hi = np.int64(0)
+    lo = np.int64(np.iinfo(buf_key.dtype).max)
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            hi = max(hi, np.int64(buf_key[b, e]))
+            lo = min(lo, np.int64(buf_key[b, e]))
+    start = np.zeros(hi - lo + 1, np.int64)  # slot of the next edge of each key, largest key first
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            start[hi - np.int64(buf_key[b, e])] += 1
+    total = 0
+    for v in range(len(start)):
+        start[v], total = total, total + start[v]
+    for b in range(len(counts)):
+        for e in range(counts[b]):
+            key = hi - np.int64(buf_key[b, e])
+            p = start[key]
+            start[key] = p + 1
+            out_key[p], out_row[p], out_col[p] = buf_key[b, e], buf_row[b, e], buf_col[b, e]
+
+
+@nb.njit(cache=True, nogil=True)
+def new_forest(parent, size):
+    """Every vertex its own component."""
+    for v in range(parent.shape[0]):
+        parent[v] = v
+        size[v] = 1
+
+
+@nb.njit(cache=True, nogil=True)
+def kruskal(keys, rows, cols, n, parent, size, out, out_count, components):
+    """Add the edges in the order given (descending key); accepted keys are appended to ``out``.
+
+    Returns the new ``(out_count, components)``; stops as soon as one component is left. The edges come as
+    contiguous arrays in order: reading them in sequence is what keeps union-find the only random access.
+    """
+    for e in range(keys.shape[0]):
+        if components == 1:
+            break
+        if union(parent, size, rows[e], n + cols[e]):
+            out[out_count] = keys[e]
+            out_count += 1
+            components -= 1
+    return out_count, components
+
+
+@nb.njit(cache=True, nogil=True)
+def best_outgoing(a, mask, comp, scan_rows_idx, scan_cols_idx, best_key, best_row, best_col):
+    """Boruvka step on the contracted graph: each component's best edge to another component.
+
+    Scans whole rows ``scan_rows_idx`` and whole columns ``scan_cols_idx``; ``comp[v]`` is the component id of
+    vertex ``v`` (rows 0..n-1, columns n..n+m-1). Better means larger key, then smaller linear index, the same
+    total order as :func:`scan_rows`, so the chosen edges never close a cycle. ``best_row == -1`` marks none yet.
+    """
+    n, m = a.shape
+    for i in scan_rows_idx:
+        ci = comp[i]
+        for j in range(m):
+            cj = comp[n + j]
+            if ci != cj:
+                k = abs_key(a[i, j], mask)
+                _offer(best_key, best_row, best_col, ci, k, i, j, m)
+                _offer(best_key, best_row, best_col, cj, k, i, j, m)
+    for i in range(n):
+        ci = comp[i]
+        for j in scan_cols_idx:
+            cj = comp[n + j]
+            if ci != cj:
+                k = abs_key(a[i, j], mask)
+                _offer(best_key, best_row, best_col, ci, k, i, j, m)
+                _offer(best_key, best_row, best_col, cj, k, i, j, m)
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _offer(best_key, best_row, best_col, c, k, i, j, m):
+    br = best_row[c]
+    if br < 0 or k > best_key[c] or (k == best_key[c] and i * m + j < br * m + best_col[c]):
+        best_key[c] = k
+        best_row[c] = i
+        best_col[c] = j
+
+
+@nb.njit(cache=True, nogil=True)
+def component_labels(parent, n_vertices):
+    """Dense component ids 0..c-1 for every vertex, and the size of each component."""
+    label = np.full(n_vertices, -1, dtype=np.int64)
+    comp = np.empty(n_vertices, dtype=np.int64)
+    sizes = np.zeros(n_vertices, dtype=np.int64)
+    c = 0
+    for v in range(n_vertices):
+        r = find(parent, v)
+        if label[r] < 0:
+            label[r] = c
+            c += 1
+        comp[v] = label[r]
+        sizes[label[r]] += 1
+    return comp, sizes[:c]
