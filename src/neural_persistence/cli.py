@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--include-embeddings", action="store_true",
                        help="also measure embeddings and the LM head (skipped by default)")
 
+    def normalization_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--normalization", choices=["global", "layer", "role"], default="global",
+                       help="w_max over the whole checkpoint (global, the paper's), each matrix, or each role")
+
     p = sub.add_parser("describe", help="list what would be measured (roles, heads, shapes) without computing")
     p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
     paths_options(p)
@@ -144,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze", help="measure every linear map of every checkpoint; resumable",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure every linear map (attention q, k, v, o; MLP up, gate, down; ...) of every checkpoint.",
-        epilog="Writes OUT/results.sqlite (one transaction per tensor: a killed run resumes where it stopped) and\n"
+        epilog="Writes OUT/results.sqlite (committed every half second: a killed run resumes where it stopped) and\n"
                "OUT/results.csv or .parquet: one row per matrix (per head with --per-head) with the columns\n"
                "run, checkpoint, step, tokens, tensor, block, role, head, rows, cols, np, normalized_np.\n\n"
                "Examples:\n"
@@ -154,8 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
     p.add_argument("--out", required=True, type=Path, help="output folder (database, results table)")
     paths_options(p)
-    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global",
-                   help="w_max over the whole checkpoint (global, the paper's), each matrix, or each role")
+    normalization_option(p)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
     p.add_argument("--workers", type=int, default=None, help="threads of the local pool (default: all cores)")
     p.add_argument("--scheduler", default=None,
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "per-head heatmaps, a persistence diagram) and DIR/report.html with the key tables.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="an analyze --out folder")
-    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
+    normalization_option(p)
     p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
     p.set_defaults(run=_report)
 
@@ -179,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="analyze --out folders")
     p.add_argument("--out", required=True, type=Path, help="folder for compare.html and plots")
-    p.add_argument("--normalization", choices=["global", "layer", "role"], default="global")
+    normalization_option(p)
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("layers", help="NP of every 2-D array in an .npz file, one row per layer")

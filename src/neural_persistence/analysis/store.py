@@ -68,7 +68,7 @@ class Store:
         self.db = sqlite3.connect(self.path)
         self.db.execute("PRAGMA journal_mode=WAL")
         # With WAL, NORMAL skips the fsync per commit: a killed process loses nothing committed (only a power
-        # failure could cost the last transactions), and a commit per tensor stays cheap.
+        # failure could cost the last transactions), and commits stay cheap.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

@@ -8,8 +8,6 @@ side of the spanning tree is in :mod:`.forest`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba as nb
 import numpy as np
 from numba import types
