@@ -120,6 +120,11 @@ def test_quick_profiles(tmp_path: Path) -> None:
     e2 = exp2_best_practices.main(["--out", str(tmp_path / "2")])
     assert len(e2) == 2 * 4 and set(e2["variant"]) == {"unmodified", "batchnorm", "batchnorm-inference", "dropout"}
     assert e2["test_acc"].between(0, 1).all()
+    kept = pd.read_csv(tmp_path / "2" / "results.csv").drop(index=[3])  # as if stopped before the last run
+    kept.to_csv(tmp_path / "2" / "results.csv", index=False)
+    resumed = exp2_best_practices.main(["--out", str(tmp_path / "2"), "--runs", "2"])  # the missing run, then run 1
+    assert len(resumed) == 2 * 2 * 4 and not resumed.duplicated(["dataset", "variant", "run"]).any()
+    assert resumed.iloc[:7].equals(kept.reset_index(drop=True))  # runs already done are not trained again
     e3 = exp3_early_stopping.main(["--out", str(tmp_path / "3")])
     assert set(e3["dataset"]) == {"mnist", "fashion-mnist", "imdb"} and (e3["configurations"] > 0).all()
     grid = pd.read_csv(tmp_path / "3" / "grid.csv")

@@ -4,7 +4,8 @@ A [650, 650] ReLU MLP on MNIST and Fashion-MNIST (Adam 3e-4, batch 32), unmodifi
 with dropout 0.5. Expected ordering of mean normalized NP, mirroring test accuracy: dropout (about 0.62-0.64) >
 batch norm (about 0.54-0.58) > unmodified (about 0.50-0.52). The authors' released code calls batch normalization
 without the training flag (always inference mode); both that variant (``batchnorm-inference``) and the correct
-one (``batchnorm``) are run. Writes ``results.csv`` and ``np_by_variant.png``.
+one (``batchnorm``) are run. Writes ``results.csv`` (after every run; started again, it trains only the runs that
+are missing) and ``np_by_variant.png``.
 """
 
 from __future__ import annotations
@@ -25,19 +26,26 @@ VARIANTS = {"unmodified": {}, "batchnorm": {"batchnorm": "train"},
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parse(__doc__ or "", "exp2", argv)
     p = profile(args, QUICK, PAPER)
-    rows = []
+    path = args.out / "results.csv"
+    rows = pd.read_csv(path).to_dict("records") if path.exists() else []
+    done = {(row["dataset"], row["variant"], row["run"]) for row in rows}
+    datasets = {}
     for name in ("mnist", "fashion-mnist"):
-        data = load(name, args.data_dir).subset(p.train_fraction) if p.train_fraction < 1 else load(name, args.data_dir)
-        for variant, options in VARIANTS.items():
-            for r in range(p.runs):
+        data = load(name, args.data_dir)
+        datasets[name] = data.subset(p.train_fraction) if p.train_fraction < 1 else data
+    for r in range(p.runs):  # run by run, so that a stopped suite leaves every variant with as many runs
+        for name, data in datasets.items():
+            for variant, options in VARIANTS.items():
+                if (name, variant, r) in done:
+                    continue
                 model = mlp(784, [650, 650], 10, **options)  # type: ignore[arg-type]
                 curve = train_with_checks(model, data, epochs=p.epochs, lr=3e-4, checks_per_epoch=1, seed=r)
                 last = curve.iloc[-1]
                 rows.append({"dataset": name, "variant": variant, "run": r,
                              "mean_normalized_np": last["mean_normalized_np"], "test_acc": last["test_acc"]})
                 print(rows[-1], flush=True)
+                pd.DataFrame(rows).to_csv(path, index=False)  # after every run: a stopped suite resumes from here
     frame = pd.DataFrame(rows)
-    frame.to_csv(args.out / "results.csv", index=False)
     import matplotlib.pyplot as plt
 
     summary = frame.groupby(["dataset", "variant"])[["mean_normalized_np", "test_acc"]].mean().reset_index()
