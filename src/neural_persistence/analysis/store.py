@@ -66,6 +66,7 @@ class Store:
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / DB_NAME
         self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA page_size=16384")  # a tree fills a few pages, not dozens (new databases only)
         self.db.execute("PRAGMA journal_mode=WAL")
         # With WAL, NORMAL skips the fsync per commit: a killed process loses nothing committed (only a power
         # failure could cost the last transactions), and commits stay cheap.
