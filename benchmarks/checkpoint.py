@@ -9,12 +9,15 @@ into a temporary folder, then prints:
 * their ratio, and the peak RSS of the analysing process.
 
 Both runs read from the page cache (the file was just written), so the comparison is compute against compute.
+``--cold`` empties the page cache before each run instead (Linux, as root), so both read from the disk, as a first
+look at a checkpoint does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -78,7 +81,7 @@ READ = """
 import sys, time, torch
 from safetensors import safe_open
 best = float("inf")
-for _ in range(3):
+for _ in range(int(sys.argv[2])):
     t0 = time.perf_counter()
     with safe_open(sys.argv[1], framework="pt") as f:
         for name in f.keys():
@@ -105,10 +108,20 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 """
 
 
+def drop_page_cache() -> None:
+    """Write back and drop the page cache, so that the next run reads from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+    except OSError as err:
+        raise SystemExit(f"--cold needs Linux and root, to empty the page cache: {err}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="1b")
     parser.add_argument("--per-head", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="empty the page cache before each run (root)")
     args = parser.parse_args()
     size = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,14 +133,19 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0"], check=True,
                        capture_output=True)
         # Each measurement in its own process: a child's peak RSS would otherwise start at the parent's.
-        read = float(subprocess.run([sys.executable, "-c", READ, str(ckpt / "model.safetensors")], check=True,
-                                    capture_output=True, text=True).stdout)
+        if args.cold:
+            drop_page_cache()
+        read = float(subprocess.run([sys.executable, "-c", READ, str(ckpt / "model.safetensors"),
+                                     "1" if args.cold else "3"], check=True, capture_output=True, text=True).stdout)
+        if args.cold:
+            drop_page_cache()
         out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / "out"),
                               "1" if args.per_head else "0"], check=True, capture_output=True, text=True)
         seconds, rss_kb, measured, errors, load = out.stdout.split()
         analyze_s = float(seconds)
         print(f"loading numba's compiled kernels (once a process, not counted below): {float(load):.2f} s")
-        print(f"read every tensor once (safe_open, touch every byte): {read:.2f} s")
+        where = "from the disk" if args.cold else "from the page cache"
+        print(f"read every tensor once (safe_open, touch every byte), {where}: {read:.2f} s")
         print(f"analyze{' --per-head' if args.per_head else ''} ({measured} tensors, {errors} errors): "
               f"{analyze_s:.2f} s")
         print(f"ratio analyze / read: {analyze_s / read:.2f}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.compute import layer_tree
 from ..core.threads import available_threads
-from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, read_tensor, tensors_of
+from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, prefetch_tensor, read_tensor, tensors_of
 from ..sources.safetensors_file import CorruptCheckpointError
 from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role
 from .store import Store, pack_tree
@@ -121,8 +121,17 @@ def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool 
     return rows
 
 
-def _measure_packed(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool) -> list[tuple]:
-    """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes."""
+def _measure_packed(
+    tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, ahead: TensorRef | None = None
+) -> list[tuple]:
+    """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes.
+
+    ``ahead``: a tensor measured soon after, whose reading from the disk starts now."""
+    if ahead is not None:
+        try:
+            prefetch_tensor(ahead)
+        except (OSError, ValueError, KeyError):
+            pass  # only a hint: the unit itself reports any problem with its file
     return [(*row[:-1], pack_tree(row[-1])) for row in measure_unit(tensor, specs, parallel)]
 
 
@@ -206,8 +215,10 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
     # Several workers each read whole tensors on one thread; a single worker splits big ones over all cores.
     parallel = workers == 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="np-analyze") as pool:
+        # Each unit starts the disk read of the one that follows the units in flight beside it.
+        ahead = [units[i + workers].tensor if i + workers < len(units) else None for i in range(len(units))]
         futures: dict[Future[list[tuple]], Unit] = {
-            pool.submit(_measure_packed, u.tensor, u.specs, parallel): u for u in units
+            pool.submit(_measure_packed, u.tensor, u.specs, parallel, a): u for u, a in zip(units, ahead)
         }
         for future in as_completed(futures):
             err = future.exception()

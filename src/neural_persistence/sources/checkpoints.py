@@ -160,6 +160,13 @@ def read_tensor(ref: TensorRef) -> Any:
     return _safetensors(ref.file, stat.st_size, stat.st_mtime_ns).read(ref.name)
 
 
+def prefetch_tensor(ref: TensorRef) -> None:
+    """Start reading a tensor from the disk in the background, so that it is in memory when its turn comes."""
+    if ref.file.suffix == ".safetensors":
+        stat = ref.file.stat()
+        _safetensors(ref.file, stat.st_size, stat.st_mtime_ns).prefetch(ref.name)
+
+
 @functools.lru_cache(maxsize=16)
 def _safetensors(path: Path, size: int, mtime_ns: int) -> SafetensorsFile:
     """A file's parsed header, once per version of the file (size and time are part of the key)."""
