@@ -15,8 +15,9 @@ from numba.extending import overload
 
 #: Elements per chunk when searching a row.
 CHUNK = 64
-#: Rows per group: the read keeps the maxima of the columns over a group of rows, which point to where the edges
-#: to collect are. Fewer rows for 1-byte keys, whose rows are short and whose ties make many edges to collect.
+#: Rows per group (a multiple of 4, at most 32): the read keeps the maxima of the columns over each quad of rows of
+#: a group, which point to where the edges to collect are. Fewer rows for 1-byte keys, whose rows are short and
+#: whose ties make many edges to collect.
 GROUP = 16
 GROUP_1BYTE = 8
 #: Index of the lowest set bit of a power of two x: ``LOW_BIT[(x * DE_BRUIJN) >> 58]`` (a de Bruijn sequence).
@@ -57,14 +58,15 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
               buf_key, buf_row, buf_col):
     """One read of a block of rows: maxima of columns, the edges with key >= ``lo``, best edges of weak rows.
 
-    The rows are read in groups of ``group``, keeping the maxima of the columns over the group: the hot loop is a
-    plain vectorized max. A column whose group maximum reaches ``lo`` holds edges to collect, found by reading
-    that column of the group, still in cache (or, when most columns hold some, by comparing the group's rows). Edges are collected only when ``collect``. A *weak* row holds no
-    collected edge; its best edge (largest key, smallest column) is recorded. For columns, the read records the
-    maximum and the first group where it occurs (``col_group``, numbered from row 0 of the whole matrix, which
-    ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row inside that group for
-    the few columns that need it. Both follow one total order of the edges: key descending, then linear index
-    ascending.
+    The rows are read in groups of ``group``, four rows at a time, keeping the maxima of the columns over each
+    quad of rows: the hot loop is a plain vectorized max. A column whose group maximum reaches ``lo`` holds edges
+    to collect; its quads that do are read again, still in cache, and only their rows that do are collected (or,
+    when most columns hold some, the group's rows are compared whole). Edges are collected only when ``collect``.
+    A *weak* row holds no collected edge; its best edge (largest key, smallest column) is recorded. For columns,
+    the read records the maximum and the first group where it occurs (``col_group``, numbered from row 0 of the
+    whole matrix, which ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row
+    inside that group for the few columns that need it. Both follow one total order of the edges: key descending,
+    then linear index ascending.
     Returns ``(edges, weak)``: how many edges were found (more than the buffers hold means overflow) and how many
     weak rows were recorded.
 
@@ -77,30 +79,37 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     nweak = 0
     col_key[:] = 0
     col_group[:] = 0
-    group_max = np.empty(m, col_key.dtype)
+    # Quad maxima, rows padded by a cache line or more so that the quads of one column never share a cache set.
+    quads = np.empty((group // 4, m + 64), col_key.dtype)
+    code = np.empty(m, np.uint8)  # bit q set where quad q's maximum reaches lo
     flags = np.zeros((m + 7) // 8 * 8, np.uint8)  # 1 where a column's group maximum reaches lo
     words = flags.view(np.uint64)
     hits = np.zeros(group, np.int64)  # edges collected per row of the group
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
-        _group_max(a, mask, g0, g1, group_max)
-        flagged = _merge(group_max, np.int32((row0 + g0) // group), lo, col_key, col_group, flags)
+        nq = _quad_max(a, mask, g0, g1, quads)
+        flagged = _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, flags, code)
         hits[:] = 0
         if not collect or flagged == 0:
             pass
-        elif flagged * 4 < m:  # few columns hold edges: read those columns of the group
+        elif flagged * 4 < m:  # few columns hold edges: read their quads that do
             for w in range(len(words)):  # visit set flags eight at a time, no branch per column
                 bits = words[w]
                 while bits:
                     j = _next_flag(words, w, bits)
                     bits &= bits - np.uint64(1)
-                    for r in range(g0, g1):
-                        k = abs_key(a[r, j], mask)
-                        if k >= lo:
+                    quad_bits = np.uint64(code[j])
+                    while quad_bits:  # usually one quad, and in it one row: few mispredicted branches
+                        r = g0 + 4 * _low_bit(quad_bits)
+                        quad_bits &= quad_bits - np.uint64(1)
+                        rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
+                        while rows:
+                            i = r + _low_bit(rows)
+                            rows &= rows - np.uint64(1)
                             if count < cap:
-                                buf_key[count], buf_row[count], buf_col[count] = k, row0 + r, j
+                                buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
                             count += 1
-                            hits[r - g0] += 1
+                            hits[i - g0] += 1
         else:  # most columns do (short, wide blocks such as attention heads): flag the edges row by row
             for r in range(g0, g1):
                 for j in range(m):  # vectorized compare
@@ -151,43 +160,97 @@ def scan_blocks(a, mask, bounds, lo, collect, group, col_key, col_group, weak_ro
 
 
 @nb.njit(cache=True, nogil=True)
-def _group_max(a, mask, g0, g1, group_max):
-    """The hot loop: maxima of the columns over rows g0..g1-1, four rows at a time (a quarter of the loads and
-    stores of ``group_max``). A function of its own, so that the compiler sees nothing else."""
+def _quad_max(a, mask, g0, g1, quads):
+    """The hot loop: maxima of the columns over each quad of rows g0..g1-1 (the last quad may be short), stored in
+    the rows of ``quads``; returns how many quads. A function of its own, so that the compiler sees nothing else."""
     m = a.shape[1]
-    group_max[:] = 0
+    q = 0
     r = g0
     while r + 4 <= g1:
         for j in range(m):
-            top = max(max(abs_key(a[r, j], mask), abs_key(a[r + 1, j], mask)),
-                      max(abs_key(a[r + 2, j], mask), abs_key(a[r + 3, j], mask)))
-            group_max[j] = max(group_max[j], top)
+            quads[q, j] = max(max(abs_key(a[r, j], mask), abs_key(a[r + 1, j], mask)),
+                              max(abs_key(a[r + 2, j], mask), abs_key(a[r + 3, j], mask)))
         r += 4
-    for r in range(r, g1):
+        q += 1
+    if r < g1:
         for j in range(m):
-            group_max[j] = max(group_max[j], abs_key(a[r, j], mask))
+            quads[q, j] = abs_key(a[r, j], mask)
+        for r in range(r + 1, g1):
+            for j in range(m):
+                quads[q, j] = max(quads[q, j], abs_key(a[r, j], mask))
+        q += 1
+    return q
 
 
 @nb.njit(cache=True, nogil=True)
-def _merge(group_max, here, lo, col_key, col_group, flags):
-    """Merge a group's column maxima (a later group wins only when strictly larger) and flag the columns that
-    hold edges to collect; returns how many do."""
+def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
+    """Merge a group's column maxima (a later group wins only when strictly larger), flag the columns that hold
+    edges to collect and code which of their quads do; returns how many columns are flagged."""
     flagged = 0
-    for j in range(group_max.shape[0]):
-        better = group_max[j] > col_key[j]
-        col_key[j] = max(col_key[j], group_max[j])
+    one, two, four, eight, none = np.uint8(1), np.uint8(2), np.uint8(4), np.uint8(8), np.uint8(0)
+    if nq == 4:  # a whole group of 16 rows, unrolled so that the loop vectorizes
+        for j in range(col_key.shape[0]):
+            q0, q1, q2, q3 = quads[0, j], quads[1, j], quads[2, j], quads[3, j]
+            top = max(max(q0, q1), max(q2, q3))
+            better = top > col_key[j]
+            col_key[j] = max(col_key[j], top)
+            col_group[j] = here if better else col_group[j]
+            flags[j] = top >= lo
+            code[j] = ((one if q0 >= lo else none) | (two if q1 >= lo else none)
+                       | (four if q2 >= lo else none) | (eight if q3 >= lo else none))
+            flagged += top >= lo
+        return flagged
+    if nq == 2:  # a whole group of 8 rows (1-byte keys)
+        for j in range(col_key.shape[0]):
+            q0, q1 = quads[0, j], quads[1, j]
+            top = max(q0, q1)
+            better = top > col_key[j]
+            col_key[j] = max(col_key[j], top)
+            col_group[j] = here if better else col_group[j]
+            flags[j] = top >= lo
+            code[j] = (one if q0 >= lo else none) | (two if q1 >= lo else none)
+            flagged += top >= lo
+        return flagged
+    for j in range(col_key.shape[0]):  # the last, short group
+        top = quads[0, j]
+        c = np.uint8(quads[0, j] >= lo)
+        for q in range(1, nq):
+            top = max(top, quads[q, j])
+            c |= np.uint8(quads[q, j] >= lo) << np.uint8(q)
+        better = top > col_key[j]
+        col_key[j] = max(col_key[j], top)
         col_group[j] = here if better else col_group[j]
-        flags[j] = group_max[j] >= lo
-        flagged += group_max[j] >= lo
+        flags[j] = top >= lo
+        code[j] = c
+        flagged += top >= lo
     return flagged
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _rows_at_least(a, mask, r0, r1, j, lo):
+    """Bit i set where row r0 + i of column j reaches lo, for the (at most four) rows r0..r1-1, without branches."""
+    if r1 - r0 == 4:
+        return (np.uint64(abs_key(a[r0, j], mask) >= lo) | (np.uint64(abs_key(a[r0 + 1, j], mask) >= lo) << np.uint64(1))
+                | (np.uint64(abs_key(a[r0 + 2, j], mask) >= lo) << np.uint64(2))
+                | (np.uint64(abs_key(a[r0 + 3, j], mask) >= lo) << np.uint64(3)))
+    bits = np.uint64(0)
+    for r in range(r0, r1):
+        bits |= np.uint64(abs_key(a[r, j], mask) >= lo) << np.uint64(r - r0)
+    return bits
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _low_bit(bits):
+    """Index of the lowest set bit of a non-zero uint64."""
+    low = bits & (~bits + np.uint64(1))
+    return LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)]
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
 def _next_flag(words, w, bits):
     """Index of the lowest set flag of word ``w`` of byte flags (``bits`` = what is left of that word), as an
     unsigned integer: loads indexed by it need no negative-index wraparound, which would stop vectorization."""
-    low = bits & (~bits + np.uint64(1))
-    return np.uint64(8 * w) + np.uint64(LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)] >> 3)
+    return np.uint64(8 * w) + np.uint64(_low_bit(bits) >> 3)
 
 
 @nb.njit(cache=True, nogil=True)
