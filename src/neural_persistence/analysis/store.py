@@ -25,6 +25,8 @@ DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
 #: Most seconds between commits (a commit per tensor would cost more than measuring a small one).
 COMMIT_SECONDS = 0.5
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 256  # 11 parameters a row, well under SQLite's limit of 32,766 parameters a statement
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -107,12 +109,17 @@ class Store:
 
         ``rows``: (head, block, role, rows, cols, max_abs, tree), the tree as values or packed by :func:`pack_tree`.
         """
-        self.db.executemany(
-            "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs,
-              tree if isinstance(tree, bytes) else pack_tree(tree))
-             for head, block, role, r, c, max_abs, tree in rows],
-        )
+        values = [(run, checkpoint, tensor, head, options, block, role, r, c, max_abs,
+                   tree if isinstance(tree, bytes) else pack_tree(tree))
+                  for head, block, role, r, c, max_abs, tree in rows]
+        # One statement for many rows: executemany would step once per row (per head), releasing and taking back
+        # the interpreter lock each time, which the measuring threads make slow to get back.
+        for start in range(0, len(values), _ROWS_PER_STATEMENT):
+            chunk = values[start : start + _ROWS_PER_STATEMENT]
+            self.db.execute(
+                "INSERT OR REPLACE INTO trees VALUES " + ", ".join([_ROW] * len(chunk)),
+                [field for row in chunk for field in row],
+            )
         self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL)", (run, checkpoint, tensor, options))
         self._commit_soon()
 

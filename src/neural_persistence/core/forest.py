@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .kernels import abs_key
+from .kernels import abs_key, column_best_rows
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
@@ -138,3 +138,37 @@ def component_labels(parent, n_vertices):
         comp[v] = label[r]
         sizes[label[r]] += 1
     return comp, sizes[:c]
+
+
+@nb.njit(cache=True, nogil=True)
+def join(a, mask, lo, collect, group, edge_key, edge_row, edge_col, weak_key, weak_rows, weak_col, col_key,
+         col_group, parent, size, out):
+    """The spanning tree's keys from what the read found (steps 2 and 3 of ``spanning_tree``), in one call that
+    holds no lock: many small matrices (attention heads) measured side by side then share the cores.
+
+    ``edge_*``: the collected edges by descending key; ``weak_*``: the best edges of the rows without one;
+    ``col_key``/``col_group``: every column's maximum and its group. Returns how many keys were written to ``out``.
+    """
+    n, m = a.shape
+    new_forest(parent, size)
+    count, components = kruskal(edge_key, edge_row, edge_col, n, parent, size, out, 0, n + m)
+    # Boruvka edges below the threshold, all in the tree, in any order: the best edges of the rows and of the
+    # columns that hold no collected edge.
+    count, components = kruskal(weak_key, weak_rows, weak_col, n, parent, size, out, count, components)
+    weak = np.flatnonzero(col_key < lo) if collect else np.arange(m)
+    if len(weak) > 0 and components > 1:
+        rows = column_best_rows(a, mask, weak, col_key, col_group, group)
+        count, components = kruskal(col_key[weak], rows, weak, n, parent, size, out, count, components)
+    while components > 1:  # exact Boruvka rounds over whatever is still apart
+        comp, sizes = component_labels(parent, n + m)
+        outside = comp != np.argmax(sizes)
+        c = len(sizes)
+        best_key = np.zeros(c, col_key.dtype)
+        best_row = np.full(c, -1, np.int64)
+        best_col = np.full(c, -1, np.int64)
+        best_outgoing(a, mask, comp, np.flatnonzero(outside[:n]), np.flatnonzero(outside[n:]), best_key, best_row,
+                      best_col)
+        chosen = best_row >= 0
+        count, components = kruskal(best_key[chosen], best_row[chosen], best_col[chosen], n, parent, size, out,
+                                    count, components)
+    return count

@@ -205,38 +205,13 @@ def _check_finite(keys: Keys, col_key: np.ndarray, name: str) -> None:
 
 def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.ndarray:
     """Steps 2 and 3 of the module docstring: the tree's keys, in no particular order."""
-    a = keys.data
-    n, m = a.shape
-    parent = scratch("parent", n + m, np.int64)
-    size = scratch("size", n + m, np.int64)
-    forest.new_forest(parent, size)
+    n, m = keys.data.shape
     out = np.empty(n + m - 1, key_dtype)
-    edge_key, edge_row, edge_col = _sorted_edges(scan, key_dtype)
-    count, components = forest.kruskal(edge_key, edge_row, edge_col, n, parent, size, out, 0, n + m)
-    # Boruvka edges below the threshold, all in the tree, in any order: the best edges of the rows and of the
-    # columns that hold no collected edge.
-    count, components = forest.kruskal(
-        scan.weak_key, scan.weak_rows, scan.weak_col, n, parent, size, out, count, components
+    count = forest.join(
+        keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, scan.group,
+        *_sorted_edges(scan, key_dtype), scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
+        scratch("parent", n + m, np.int64), scratch("size", n + m, np.int64), out,
     )
-    weak = np.flatnonzero(scan.col_key < lo) if lo is not None else np.arange(m)
-    if len(weak) and components > 1:
-        w_row = kernels.column_best_rows(a, keys.mask, weak, scan.col_key, scan.col_group, scan.group)
-        count, components = forest.kruskal(scan.col_key[weak], w_row, weak, n, parent, size, out, count, components)
-    while components > 1:
-        comp, sizes = forest.component_labels(parent, n + m)
-        outside = comp != np.argmax(sizes)
-        c = len(sizes)
-        best_key = np.zeros(c, key_dtype)
-        best_row = np.full(c, -1, np.int64)
-        best_col = np.full(c, -1, np.int64)
-        forest.best_outgoing(
-            a, keys.mask, comp, np.flatnonzero(outside[:n]), np.flatnonzero(outside[n:]),
-            best_key, best_row, best_col,
-        )
-        chosen = best_row >= 0
-        count, components = forest.kruskal(
-            best_key[chosen], best_row[chosen], best_col[chosen], n, parent, size, out, count, components
-        )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
     return out
 
