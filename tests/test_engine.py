@@ -101,8 +101,7 @@ def test_kruskal_oracle_equals_scipy(matrix: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("style", ["normal", "int8", "rounded", "row-scaled", "col-scaled", "block-diagonal"])
-# (2000, 300): few columns of a group of rows hold edges, which are read column by column; (40, 3000): most do,
-# and the group's rows are compared instead.
+# (2000, 300): few columns of a group of rows hold edges; (40, 3000): most do, several rows of a quad at once.
 @pytest.mark.parametrize("shape", [(200, 700), (640, 96), (2000, 300), (40, 3000)])
 def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int]) -> None:
     """Big enough for the threshold path with its defaults; hard inputs may cost time, never exactness."""

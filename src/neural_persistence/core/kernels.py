@@ -60,8 +60,8 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
 
     The rows are read in groups of ``group``, four rows at a time, keeping the maxima of the columns over each
     quad of rows: the hot loop is a plain vectorized max. A column whose group maximum reaches ``lo`` holds edges
-    to collect; its quads that do are read again, still in cache, and only their rows that do are collected (or,
-    when most columns hold some, the group's rows are compared whole). Edges are collected only when ``collect``.
+    to collect; its quads that do are read again, still in cache, and only their rows that do are collected, at a
+    cost per edge rather than per row, however dense the edges. Edges are collected only when ``collect``.
     A *weak* row holds no collected edge; its best edge (largest key, smallest column) is recorded. For columns,
     the read records the maximum and the first group where it occurs (``col_group``, numbered from row 0 of the
     whole matrix, which ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row
@@ -88,11 +88,9 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
-        flagged = _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, flags, code)
+        _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, flags, code)
         hits[:] = 0
-        if not collect or flagged == 0:
-            pass
-        elif flagged * 4 < m:  # few columns hold edges: read their quads that do
+        if collect:
             for w in range(len(words)):  # visit set flags eight at a time, no branch per column
                 bits = words[w]
                 while bits:
@@ -110,19 +108,6 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
                                 buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
                             count += 1
                             hits[i - g0] += 1
-        else:  # most columns do (short, wide blocks such as attention heads): flag the edges row by row
-            for r in range(g0, g1):
-                for j in range(m):  # vectorized compare
-                    flags[j] = abs_key(a[r, j], mask) >= lo
-                for w in range(len(words)):
-                    bits = words[w]
-                    while bits:
-                        j = _next_flag(words, w, bits)
-                        bits &= bits - np.uint64(1)
-                        if count < cap:
-                            buf_key[count], buf_row[count], buf_col[count] = abs_key(a[r, j], mask), row0 + r, j
-                        count += 1
-                        hits[r - g0] += 1
         for r in range(g0, g1):
             if hits[r - g0] == 0:  # rare on most layers: a second read, from cache
                 weak_rows[nweak] = row0 + r
@@ -185,8 +170,7 @@ def _quad_max(a, mask, g0, g1, quads):
 @nb.njit(cache=True, nogil=True)
 def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
     """Merge a group's column maxima (a later group wins only when strictly larger), flag the columns that hold
-    edges to collect and code which of their quads do; returns how many columns are flagged."""
-    flagged = 0
+    edges to collect and code which of their quads do."""
     one, two, four, eight, none = np.uint8(1), np.uint8(2), np.uint8(4), np.uint8(8), np.uint8(0)
     if nq == 4:  # a whole group of 16 rows, unrolled so that the loop vectorizes
         for j in range(col_key.shape[0]):
@@ -198,8 +182,7 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
             flags[j] = top >= lo
             code[j] = ((one if q0 >= lo else none) | (two if q1 >= lo else none)
                        | (four if q2 >= lo else none) | (eight if q3 >= lo else none))
-            flagged += top >= lo
-        return flagged
+        return
     if nq == 2:  # a whole group of 8 rows (1-byte keys)
         for j in range(col_key.shape[0]):
             q0, q1 = quads[0, j], quads[1, j]
@@ -209,8 +192,7 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
             col_group[j] = here if better else col_group[j]
             flags[j] = top >= lo
             code[j] = (one if q0 >= lo else none) | (two if q1 >= lo else none)
-            flagged += top >= lo
-        return flagged
+        return
     for j in range(col_key.shape[0]):  # the last, short group
         top = quads[0, j]
         c = np.uint8(quads[0, j] >= lo)
@@ -222,8 +204,6 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
         col_group[j] = here if better else col_group[j]
         flags[j] = top >= lo
         code[j] = c
-        flagged += top >= lo
-    return flagged
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
