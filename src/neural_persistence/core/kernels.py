@@ -81,22 +81,22 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     col_group[:] = 0
     # Quad maxima, rows padded by a cache line or more so that the quads of one column never share a cache set.
     quads = np.empty((group // 4, m + 64), col_key.dtype)
-    code = np.empty(m, np.uint8)  # bit q set where quad q's maximum reaches lo
-    flags = np.zeros((m + 7) // 8 * 8, np.uint8)  # 1 where a column's group maximum reaches lo
-    words = flags.view(np.uint64)
+    code = np.zeros((m + 7) // 8 * 8, np.uint8)  # per column, bit q set where quad q's maximum reaches lo
+    words = code.view(np.uint64)  # read eight columns at a time
     hits = np.zeros(group, np.int64)  # edges collected per row of the group
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
-        _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, flags, code)
+        _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, code)
         hits[:] = 0
         if collect:
-            for w in range(len(words)):  # visit set flags eight at a time, no branch per column
+            for w in range(len(words)):  # columns with edges eight at a time, no branch per column
                 bits = words[w]
                 while bits:
-                    j = _next_flag(words, w, bits)
-                    bits &= bits - np.uint64(1)
-                    quad_bits = np.uint64(code[j])
+                    byte = _low_bit(bits) >> 3
+                    j = np.uint64(8 * w + byte)  # unsigned: loads indexed by it need no wraparound check
+                    quad_bits = (bits >> np.uint64(8 * byte)) & np.uint64(0xFF)
+                    bits &= ~(np.uint64(0xFF) << np.uint64(8 * byte))
                     while quad_bits:  # usually one quad, and in it one row: few mispredicted branches
                         r = g0 + 4 * _low_bit(quad_bits)
                         quad_bits &= quad_bits - np.uint64(1)
@@ -168,9 +168,9 @@ def _quad_max(a, mask, g0, g1, quads):
 
 
 @nb.njit(cache=True, nogil=True)
-def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
-    """Merge a group's column maxima (a later group wins only when strictly larger), flag the columns that hold
-    edges to collect and code which of their quads do."""
+def _merge(quads, nq, here, lo, col_key, col_group, code):
+    """Merge a group's column maxima (a later group wins only when strictly larger) and code, for each column,
+    which of its quads hold edges to collect (0: none)."""
     one, two, four, eight, none = np.uint8(1), np.uint8(2), np.uint8(4), np.uint8(8), np.uint8(0)
     if nq == 4:  # a whole group of 16 rows, unrolled so that the loop vectorizes
         for j in range(col_key.shape[0]):
@@ -179,7 +179,6 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
             better = top > col_key[j]
             col_key[j] = max(col_key[j], top)
             col_group[j] = here if better else col_group[j]
-            flags[j] = top >= lo
             code[j] = ((one if q0 >= lo else none) | (two if q1 >= lo else none)
                        | (four if q2 >= lo else none) | (eight if q3 >= lo else none))
         return
@@ -190,7 +189,6 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
             better = top > col_key[j]
             col_key[j] = max(col_key[j], top)
             col_group[j] = here if better else col_group[j]
-            flags[j] = top >= lo
             code[j] = (one if q0 >= lo else none) | (two if q1 >= lo else none)
         return
     for j in range(col_key.shape[0]):  # the last, short group
@@ -202,7 +200,6 @@ def _merge(quads, nq, here, lo, col_key, col_group, flags, code):
         better = top > col_key[j]
         col_key[j] = max(col_key[j], top)
         col_group[j] = here if better else col_group[j]
-        flags[j] = top >= lo
         code[j] = c
 
 
@@ -224,13 +221,6 @@ def _low_bit(bits):
     """Index of the lowest set bit of a non-zero uint64."""
     low = bits & (~bits + np.uint64(1))
     return LOW_BIT[(low * DE_BRUIJN) >> np.uint64(58)]
-
-
-@nb.njit(inline="always", cache=True, nogil=True)
-def _next_flag(words, w, bits):
-    """Index of the lowest set flag of word ``w`` of byte flags (``bits`` = what is left of that word), as an
-    unsigned integer: loads indexed by it need no negative-index wraparound, which would stop vectorization."""
-    return np.uint64(8 * w) + np.uint64(_low_bit(bits) >> 3)
 
 
 @nb.njit(cache=True, nogil=True)
