@@ -207,7 +207,8 @@ def _merge(quads, nq, here, lo, col_key, col_group, code):
 def _rows_at_least(a, mask, r0, r1, j, lo):
     """Bit i set where row r0 + i of column j reaches lo, for the (at most four) rows r0..r1-1, without branches."""
     if r1 - r0 == 4:
-        return (np.uint64(abs_key(a[r0, j], mask) >= lo) | (np.uint64(abs_key(a[r0 + 1, j], mask) >= lo) << np.uint64(1))
+        return (np.uint64(abs_key(a[r0, j], mask) >= lo)
+                | (np.uint64(abs_key(a[r0 + 1, j], mask) >= lo) << np.uint64(1))
                 | (np.uint64(abs_key(a[r0 + 2, j], mask) >= lo) << np.uint64(2))
                 | (np.uint64(abs_key(a[r0 + 3, j], mask) >= lo) << np.uint64(3)))
     bits = np.uint64(0)
