@@ -16,10 +16,8 @@ from numba.extending import overload
 #: Elements per chunk when searching a row.
 CHUNK = 64
 #: Rows per group (a multiple of 4, at most 32): the read keeps the maxima of the columns over each quad of rows of
-#: a group, which point to where the edges to collect are. Fewer rows for 1-byte keys, whose rows are short and
-#: whose ties make many edges to collect.
+#: a group, which point to where the edges to collect are, and merges them into the columns' maxima once a group.
 GROUP = 16
-GROUP_1BYTE = 8
 #: Index of the lowest set bit of a power of two x: ``LOW_BIT[(x * DE_BRUIJN) >> 58]`` (a de Bruijn sequence).
 DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
 LOW_BIT = np.zeros(64, np.int64)
@@ -181,15 +179,6 @@ def _merge(quads, nq, here, lo, col_key, col_group, code):
             col_group[j] = here if better else col_group[j]
             code[j] = ((one if q0 >= lo else none) | (two if q1 >= lo else none)
                        | (four if q2 >= lo else none) | (eight if q3 >= lo else none))
-        return
-    if nq == 2:  # a whole group of 8 rows (1-byte keys)
-        for j in range(col_key.shape[0]):
-            q0, q1 = quads[0, j], quads[1, j]
-            top = max(q0, q1)
-            better = top > col_key[j]
-            col_key[j] = max(col_key[j], top)
-            col_group[j] = here if better else col_group[j]
-            code[j] = (one if q0 >= lo else none) | (two if q1 >= lo else none)
         return
     for j in range(col_key.shape[0]):  # the last, short group
         top = quads[0, j]

@@ -172,7 +172,7 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     counts = np.zeros(blocks, np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
-    group = kernels.GROUP_1BYTE if key_dtype.itemsize == 1 else kernels.GROUP
+    group = kernels.GROUP
     if blocks > 1:
         # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
         bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
