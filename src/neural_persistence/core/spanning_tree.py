@@ -99,7 +99,6 @@ class _Scan:
     edge_col: np.ndarray
     counts: np.ndarray
     overflow: bool
-    group: int  # rows per group of col_group
 
 
 def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer: int) -> int:
@@ -172,7 +171,7 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     counts = np.zeros(blocks, np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
-    group = kernels.GROUP
+    group = kernels.GROUP  # rows per group of col_group
     if blocks > 1:
         # Blocks start at whole groups: the kernel numbers groups from the first row of the matrix.
         bounds = np.minimum(np.linspace(0, -(-n // group), blocks + 1).round().astype(np.int64) * group, n)
@@ -187,7 +186,7 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
         )
     return _Scan(
         col_key[0], col_group[0], weak_rows[:weak], weak_key[:weak], weak_col[:weak], buf_key, buf_row, buf_col,
-        counts, bool((counts > cap).any()), group,
+        counts, bool((counts > cap).any()),
     )
 
 
@@ -208,7 +207,7 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     n, m = keys.data.shape
     out = np.empty(n + m - 1, key_dtype)
     count = forest.join(
-        keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, scan.group,
+        keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, kernels.GROUP,
         *_sorted_edges(scan, key_dtype), scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
         scratch("parent", n + m, np.int64), scratch("size", n + m, np.int64), out,
     )
