@@ -156,15 +156,18 @@ def read_tensor(ref: TensorRef) -> Any:
     """The tensor's data, memory-mapped where the format allows."""
     if ref.file.suffix == ".bin":
         return _torch_bin(ref.file)[ref.name]
-    stat = ref.file.stat()
-    return _safetensors(ref.file, stat.st_size, stat.st_mtime_ns).read(ref.name)
+    return _header(ref.file).read(ref.name)
 
 
 def prefetch_tensor(ref: TensorRef) -> None:
     """Start reading a tensor from the disk in the background, so that it is in memory when its turn comes."""
     if ref.file.suffix == ".safetensors":
-        stat = ref.file.stat()
-        _safetensors(ref.file, stat.st_size, stat.st_mtime_ns).prefetch(ref.name)
+        _header(ref.file).prefetch(ref.name)
+
+
+def _header(file: Path) -> SafetensorsFile:
+    stat = file.stat()
+    return _safetensors(file, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)

@@ -115,9 +115,9 @@ def _map(path: Path, start: int, length: int) -> np.ndarray:
 
     The kernel is told at once that the whole range will be read (``MADV_WILLNEED``): from a cold disk it reads
     ahead in large requests while the engine works, instead of one small read per page fault."""
-    base = start - start % mmap.ALLOCATIONGRANULARITY
+    skip = start % mmap.ALLOCATIONGRANULARITY  # mappings start at a multiple of the granularity
     with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), start - base + length, access=mmap.ACCESS_READ, offset=base)
+        mapped = mmap.mmap(f.fileno(), skip + length, access=mmap.ACCESS_READ, offset=start - skip)
     if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
-        mapped.madvise(mmap.MADV_WILLNEED, start - base - (start - base) % mmap.PAGESIZE)
-    return np.frombuffer(mapped, np.uint8, length, start - base)
+        mapped.madvise(mmap.MADV_WILLNEED, skip - skip % mmap.PAGESIZE)
+    return np.frombuffer(mapped, np.uint8, length, skip)
