@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from oracles import kruskal_tree, scipy_tree
 
 import neural_persistence as npers
-from neural_persistence.core import to_keys, tree_values
+from neural_persistence.core import spanning_tree, to_keys, tree_values
 
 # Every way the engine can split the work; the answer must never depend on it.
 ENGINE_PATHS: dict[str, dict] = {
@@ -92,6 +92,16 @@ def test_engine_equals_kruskal(path: str, matrix: np.ndarray, dtype: str) -> Non
     converted = DTYPES[dtype](matrix)
     expected = kruskal_tree(oracle_input(converted))
     np.testing.assert_array_equal(engine(converted, path), expected)
+
+
+@given(matrix=weight_matrices(), blocks=st.sampled_from([1, 2]))
+@settings(max_examples=40, deadline=None)
+def test_64_bit_vertex_numbers_equal_kruskal(matrix: np.ndarray, blocks: int) -> None:
+    """Layers too big for 32-bit vertex numbers (n + m >= 2**31) take the 64-bit path; force it on small ones."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spanning_tree, "INT32_VERTICES", 0)
+        got = tree_values(to_keys(matrix), blocks, small_layer=0, edges_per_vertex=0.5).values
+    np.testing.assert_array_equal(got, kruskal_tree(matrix))
 
 
 @given(matrix=weight_matrices())

@@ -122,14 +122,14 @@ def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool 
 
 
 def _measure_packed(
-    tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, ahead: TensorRef | None = None
+    tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, prefetch: Sequence[TensorRef] = ()
 ) -> list[tuple]:
     """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes.
 
-    ``ahead``: a tensor measured soon after, whose reading from the disk starts now."""
-    if ahead is not None:
+    ``prefetch``: tensors whose reading from the disk starts now (this one, or those measured soon after)."""
+    for ref in prefetch:
         try:
-            prefetch_tensor(ahead)
+            prefetch_tensor(ref)
         except (OSError, ValueError, KeyError):
             pass  # only a hint: the unit itself reports any problem with its file
     return [(*row[:-1], pack_tree(row[-1])) for row in measure_unit(tensor, specs, parallel)]
@@ -215,10 +215,13 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
     # Several workers each read whole tensors on one thread; a single worker splits big ones over all cores.
     parallel = workers == 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="np-analyze") as pool:
-        # Each unit starts the disk read of the one that follows the units in flight beside it.
-        ahead = [units[i + workers].tensor if i + workers < len(units) else None for i in range(len(units))]
+        # Each tensor's disk read is asked for once: the first units' by themselves, the others' by the unit that
+        # runs `workers` places before them.
+        hints = [[u.tensor] if i < workers else [] for i, u in enumerate(units)]
+        for i in range(len(units) - workers):
+            hints[i].append(units[i + workers].tensor)
         futures: dict[Future[list[tuple]], Unit] = {
-            pool.submit(_measure_packed, u.tensor, u.specs, parallel, a): u for u, a in zip(units, ahead)
+            pool.submit(_measure_packed, u.tensor, u.specs, parallel, h): u for u, h in zip(units, hints)
         }
         for future in as_completed(futures):
             err = future.exception()
@@ -230,7 +233,7 @@ def _execute_dask(units: list[Unit], scheduler: str) -> Iterable[tuple[Unit, Any
 
     distributed = require("dask.distributed", "dask")
     with distributed.Client(scheduler) as client:
-        futures = {client.submit(_measure_packed, u.tensor, u.specs, True, pure=False): u for u in units}
+        futures = {client.submit(_measure_packed, u.tensor, u.specs, True, [u.tensor], pure=False): u for u in units}
         for future in distributed.as_completed(list(futures)):
             unit = futures[future]
             if future.status == "error":

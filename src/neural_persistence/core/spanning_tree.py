@@ -34,6 +34,8 @@ EDGES_PER_VERTEX = 3.0
 #: Below this many weights a layer is solved by sorting all its edges.
 SMALL_LAYER = 1 << 14
 SAMPLE_SIZE = 1 << 14
+#: Layers with fewer vertices (n + m) number them, and their edges' ends, in 32 bits.
+INT32_VERTICES = 2**31
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,9 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     weak_key = scratch("weak_key", n, key_dtype)
     weak_col = scratch("weak_col", n, np.int64)
     buf_key = scratch("buf_key", (blocks, cap), key_dtype)
-    buf_row = scratch("buf_row", (blocks, cap), np.int64)
-    buf_col = scratch("buf_col", (blocks, cap), np.int64)
+    index = _index_dtype(n, m)
+    buf_row = scratch("buf_row", (blocks, cap), index)
+    buf_col = scratch("buf_col", (blocks, cap), index)
     counts = np.zeros(blocks, np.int64)
     collect = lo is not None
     threshold = key_dtype.type(lo if collect else 0)
@@ -190,6 +193,11 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     )
 
 
+def _index_dtype(n: int, m: int) -> type:
+    """Vertex numbers in 32 bits where they fit: half the memory traffic of sorting edges and of union-find."""
+    return np.int32 if n + m < INT32_VERTICES else np.int64
+
+
 def _check_finite(keys: Keys, col_key: np.ndarray, name: str) -> None:
     bad = infinite_key(keys)
     if bad is None or col_key.max() < bad:
@@ -209,7 +217,7 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     count = forest.join(
         keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, kernels.GROUP,
         *_sorted_edges(scan, key_dtype), scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
-        scratch("parent", n + m, np.int64), scratch("size", n + m, np.int64), out,
+        scratch("parent", n + m, _index_dtype(n, m)), scratch("size", n + m, _index_dtype(n, m)), out,
     )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
     return out
@@ -222,8 +230,8 @@ def _sorted_edges(scan: _Scan, key_dtype: np.dtype) -> tuple[np.ndarray, np.ndar
     numpy's SIMD quicksort on their concatenation.
     """
     total = int(scan.counts.sum())
-    out = (scratch("edge_key", total, key_dtype), scratch("edge_row", total, np.int64),
-           scratch("edge_col", total, np.int64))
+    out = (scratch("edge_key", total, key_dtype), scratch("edge_row", total, scan.edge_row.dtype),
+           scratch("edge_col", total, scan.edge_col.dtype))
     if key_dtype.itemsize <= 2:
         forest.counting_sort_desc(scan.edge_key, scan.edge_row, scan.edge_col, scan.counts, *out)
         return out

@@ -94,7 +94,8 @@ class SafetensorsFile:
         return info
 
     def prefetch(self, name: str) -> None:
-        """Ask the kernel to start reading a tensor into the page cache, without waiting (best effort)."""
+        """Ask the kernel to start reading a tensor into the page cache, without waiting (best effort): from a cold
+        disk it then reads in large requests, not one small read per page fault."""
         info = self.tensors[name]
         if hasattr(os, "posix_fadvise"):
             with open(self.path, "rb") as f:
@@ -113,11 +114,9 @@ class SafetensorsFile:
 def _map(path: Path, start: int, length: int) -> np.ndarray:
     """The bytes ``start:start + length`` of a file, memory-mapped read-only; unmapped once the array is dropped.
 
-    The kernel is told at once that the whole range will be read (``MADV_WILLNEED``): from a cold disk it reads
-    ahead in large requests while the engine works, instead of one small read per page fault."""
+    No read-ahead is asked for here: :meth:`SafetensorsFile.prefetch` does that, once per tensor, ahead of time
+    (asking again costs the kernel a walk over every page of the range, even when all are in memory)."""
     skip = start % mmap.ALLOCATIONGRANULARITY  # mappings start at a multiple of the granularity
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), skip + length, access=mmap.ACCESS_READ, offset=start - skip)
-    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
-        mapped.madvise(mmap.MADV_WILLNEED, skip - skip % mmap.PAGESIZE)
     return np.frombuffer(mapped, np.uint8, length, skip)
