@@ -125,6 +125,8 @@ def test_quick_profiles(tmp_path: Path) -> None:
     resumed = exp2_best_practices.main(["--out", str(tmp_path / "2"), "--runs", "2"])  # the missing run, then run 1
     assert len(resumed) == 2 * 2 * 4 and not resumed.duplicated(["dataset", "variant", "run"]).any()
     assert resumed.iloc[:7].equals(kept.reset_index(drop=True))  # runs already done are not trained again
+    retrained = resumed.iloc[7]  # trained alone, it equals the same run trained after three others
+    assert retrained[["mean_normalized_np", "test_acc"]].tolist() == e2.iloc[3][["mean_normalized_np", "test_acc"]].tolist()
     e3 = exp3_early_stopping.main(["--out", str(tmp_path / "3")])
     assert set(e3["dataset"]) == {"mnist", "fashion-mnist", "imdb"} and (e3["configurations"] > 0).all()
     grid = pd.read_csv(tmp_path / "3" / "grid.csv")
