@@ -4,11 +4,12 @@ Writes a synthetic checkpoint (``--size 1b``, default: 16 blocks of hidden 2048,
 MLP 8192; ``--size 7b``: 32 blocks of q, k, v, o 4096x4096 and gate, up, down 4096x11008) with ``config.json``
 into a temporary folder, then prints:
 
-* the time to read every tensor once (``safetensors.safe_open`` with torch, touching every byte; best of three),
-* the time of ``analyze`` on it (a fresh process; numba's cache warmed first; best of three, as for the read),
+* the time to read every tensor once (``safetensors.safe_open`` with torch, touching every byte),
+* the time of ``analyze`` on it (numba's cache warmed first),
 * their ratio, and the peak RSS of the analysing process.
 
-Both runs read from the page cache (the file was just written), so the comparison is compute against compute.
+Each is the best of five rounds, read and analysis taking turns, each in a fresh process. Both read from the
+page cache (the file was just written), so the comparison is compute against compute.
 ``--cold`` empties the page cache before each run instead (Linux, as root), so both read from the disk, as a first
 look at a checkpoint does.
 """
@@ -32,6 +33,7 @@ SIZES = {
     "1b": dict(hidden=2048, layers=16, heads=32, kv=8, mlp=8192),
     "7b": dict(hidden=4096, layers=32, heads=32, kv=32, mlp=11008),
 }
+ROUNDS = 5
 
 
 def shapes(size: dict) -> list[tuple[str, tuple[int, int]]]:
@@ -80,16 +82,13 @@ def write_checkpoint(folder: Path, size: dict) -> Path:
 READ = """
 import sys, time, torch
 from safetensors import safe_open
-best = float("inf")
-for _ in range(int(sys.argv[2])):
-    t0 = time.perf_counter()
-    with safe_open(sys.argv[1], framework="pt") as f:
-        for name in f.keys():
-            tensor = f.get_tensor(name)
-            tensor.view(torch.int16).max()  # touch every byte
-            del tensor
-    best = min(best, time.perf_counter() - t0)
-print(best)
+t0 = time.perf_counter()
+with safe_open(sys.argv[1], framework="pt") as f:
+    for name in f.keys():
+        tensor = f.get_tensor(name)
+        tensor.view(torch.int16).max()  # touch every byte
+        del tensor
+print(time.perf_counter() - t0)
 """
 
 
@@ -102,12 +101,10 @@ t0 = time.perf_counter()
 for shape in ((64, 64), (1100, 1000)):  # load numba's cached kernels (serial and parallel), once a process
     npers.layer_tree(npers.bfloat16_bits(np.ones(shape, np.uint16)))
 load = time.perf_counter() - t0
-best = float("inf")
-for i in range(int(sys.argv[4])):  # best of a few, as for the read: each into a fresh output folder
-    t0 = time.perf_counter()
-    s = analyze([sys.argv[1]], f"{sys.argv[2]}-{i}", per_head=sys.argv[3] == "1")
-    best = min(best, time.perf_counter() - t0)
-print(best, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors), load)
+t0 = time.perf_counter()
+s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1")
+seconds = time.perf_counter() - t0
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors), load)
 """
 
 
@@ -130,23 +127,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         ckpt = write_checkpoint(Path(tmp) / "ckpt", size)
+        os.sync()  # no writing back of the new file to the disk while the measurements run
         gb = (ckpt / "model.safetensors").stat().st_size / 1e9
         print(f"{args.size}: wrote {gb:.2f} GB of bf16 in {time.perf_counter() - t0:.1f} s")
         warm = write_checkpoint(Path(tmp) / "warm", SIZES["tiny"])  # compile numba's kernels once
-        subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0", "1"], check=True,
+        subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0"], check=True,
                        capture_output=True)
-        # Each measurement in its own process: a child's peak RSS would otherwise start at the parent's.
-        if args.cold:
-            drop_page_cache()
-        read = float(subprocess.run([sys.executable, "-c", READ, str(ckpt / "model.safetensors"),
-                                     "1" if args.cold else "3"], check=True, capture_output=True, text=True).stdout)
-        if args.cold:
-            drop_page_cache()
-        out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / "out"),
-                              "1" if args.per_head else "0", "1" if args.cold else "3"], check=True,
-                             capture_output=True, text=True)
-        seconds, rss_kb, measured, errors, load = out.stdout.split()
-        analyze_s = float(seconds)
+        # Each measurement in its own process (a child's peak RSS would otherwise start at the parent's), the read
+        # and the analysis taking turns, so that both see the machine in the same state (on a virtual machine the
+        # time to map the same cached file moves by tens of percent from one minute to the next).
+        reads, analyses = [], []
+        for _ in range(1 if args.cold else ROUNDS):
+            if args.cold:
+                drop_page_cache()
+            reads.append(float(subprocess.run([sys.executable, "-c", READ, str(ckpt / "model.safetensors")],
+                                              check=True, capture_output=True, text=True).stdout))
+            if args.cold:
+                drop_page_cache()
+            out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / f"out{len(reads)}"),
+                                  "1" if args.per_head else "0"], check=True, capture_output=True, text=True)
+            seconds, rss_kb, measured, errors, load = out.stdout.split()
+            analyses.append(float(seconds))
+        read, analyze_s = min(reads), min(analyses)
+        if len(reads) > 1:
+            print("rounds (read, analyze):", ", ".join(f"({r:.2f}, {a:.2f})" for r, a in zip(reads, analyses)))
         print(f"loading numba's compiled kernels (once a process, not counted below): {float(load):.2f} s")
         where = "from the disk" if args.cold else "from the page cache"
         print(f"read every tensor once (safe_open, touch every byte), {where}: {read:.2f} s")

@@ -22,6 +22,7 @@ ENGINE_PATHS: dict[str, dict] = {
     "few-edges-then-boruvka": {"small_layer": 0, "edges_per_vertex": 0.05},
     "no-edges-at-all": {"small_layer": 0, "edges_per_vertex": 1e-9},
     "overflowing-buffer": {"small_layer": 0, "capacity": 1},
+    "filling-buffer": {"small_layer": 0, "capacity": 6},  # the last few slots, written one edge at a time
     "blocks": {"small_layer": 0, "blocks": 3},
 }
 

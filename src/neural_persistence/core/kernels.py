@@ -58,8 +58,10 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
 
     The rows are read in groups of ``group``, four rows at a time, keeping the maxima of the columns over each
     quad of rows: the hot loop is a plain vectorized max. A column whose group maximum reaches ``lo`` holds edges
-    to collect; its quads that do are read again, still in cache, and only their rows that do are collected, at a
-    cost per edge rather than per row, however dense the edges. Edges are collected only when ``collect``.
+    to collect; its quads that do are read again, still in cache, at a cost per edge rather than per row, however
+    dense the edges. Which quads to read is data no branch predictor can learn, so the few branches left are on
+    the quads (listed without a branch per column), none on their rows: all four are written at the end of the
+    buffers, which advance by the ones that count. Edges are collected only when ``collect``.
     A *weak* row holds no collected edge; its best edge (largest key, smallest column) is recorded. For columns,
     the read records the maximum and the first group where it occurs (``col_group``, numbered from row 0 of the
     whole matrix, which ``row0`` is a multiple of ``group`` rows away from); :func:`column_best_rows` finds the row
@@ -81,23 +83,28 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     quads = np.empty((group // 4, m + 64), col_key.dtype)
     code = np.zeros((m + 7) // 8 * 8, np.uint8)  # per column, bit q set where quad q's maximum reaches lo
     words = code.view(np.uint64)  # read eight columns at a time
-    hits = np.zeros(group, np.int64)  # edges collected per row of the group
+    busy = np.empty(len(words), np.int64)  # the words with any quad to read, listed without a branch per word
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
         _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, code)
-        hits[:] = 0
+        hit = np.uint64(0)  # bit r - g0 set: row r has a collected edge
         if collect:
-            for w in range(len(words)):  # columns with edges eight at a time, no branch per column
+            nbusy = 0
+            for w in range(len(words)):
+                busy[nbusy] = w
+                nbusy += words[w] != 0
+            for t in range(nbusy):
+                w = busy[t]
                 bits = words[w]
-                while bits:
-                    byte = _low_bit(bits) >> 3
-                    j = np.uint64(8 * w + byte)  # unsigned: loads indexed by it need no wraparound check
-                    quad_bits = (bits >> np.uint64(8 * byte)) & np.uint64(0xFF)
-                    bits &= ~(np.uint64(0xFF) << np.uint64(8 * byte))
-                    while quad_bits:  # usually one quad, and in it one row: few mispredicted branches
-                        r = g0 + 4 * _low_bit(quad_bits)
-                        quad_bits &= quad_bits - np.uint64(1)
+                while bits:  # bit 8 * b + q: quad q of column 8 * w + b reaches lo; usually one bit a word
+                    low = _low_bit(bits)
+                    bits &= bits - np.uint64(1)
+                    j = np.uint64(8 * w + (low >> 3))  # unsigned: loads indexed by it need no wraparound check
+                    r = g0 + 4 * (low & 7)
+                    if r + 4 <= g1 and count + 4 <= cap:
+                        count, hit = _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, r - g0)
+                    else:  # the last, short quad of a matrix, or buffers nearly full
                         rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
                         while rows:
                             i = r + _low_bit(rows)
@@ -105,9 +112,9 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
                             if count < cap:
                                 buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
                             count += 1
-                            hits[i - g0] += 1
+                            hit |= np.uint64(1) << np.uint64(i - g0)
         for r in range(g0, g1):
-            if hits[r - g0] == 0:  # rare on most layers: a second read, from cache
+            if not (hit >> np.uint64(r - g0)) & np.uint64(1):  # rare on most layers: a second read, from cache
                 weak_rows[nweak] = row0 + r
                 weak_key[nweak] = best = _row_max(a, r, mask)
                 weak_col[nweak] = _first(a, r, mask, best)
@@ -190,6 +197,19 @@ def _merge(quads, nq, here, lo, col_key, col_group, code):
         col_key[j] = max(col_key[j], top)
         col_group[j] = here if better else col_group[j]
         code[j] = c
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, h):
+    """Append the edges of rows r..r+3 of column j that reach lo, without a branch: each row's edge is written
+    at the end of the buffers, which advance only when it counts (the buffers must have room for four)."""
+    for i in range(4):
+        key = abs_key(a[r + i, j], mask)
+        buf_key[count], buf_row[count], buf_col[count] = key, row0 + r + i, j
+        took = key >= lo
+        count += np.int64(took)
+        hit |= np.uint64(took) << np.uint64(h + i)
+    return count, hit
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
