@@ -34,6 +34,8 @@ EDGES_PER_VERTEX = 3.0
 #: Below this many weights a layer is solved by sorting all its edges.
 SMALL_LAYER = 1 << 14
 SAMPLE_SIZE = 1 << 14
+#: The threshold's sample reads runs of this many neighbouring weights.
+SAMPLE_RUN = 128
 #: Layers with fewer vertices (n + m) number them, and their edges' ends, in 32 bits.
 INT32_VERTICES = 2**31
 
@@ -83,10 +85,10 @@ def tree_values(
         _check_finite(keys, scan.col_key, name)
         if not scan.overflow:
             break
-        lo = _raise_threshold(keys, key_dtype, lo)  # far more edges tie at the threshold than the sample promised
+        lo = _raise_threshold(scan, key_dtype, lo)  # far more edges than the sample promised (ties, a tiny buffer)
     values = _join(keys, key_dtype, scan, lo)
     max_abs = float(keys.decode(np.array([scan.col_key.max()]))[0])
-    return TreeValues(np.sort(keys.decode(values))[::-1], max_abs, keys.shape)
+    return TreeValues(keys.decode(np.sort(values)[::-1]), max_abs, keys.shape)  # keys sort faster than floats
 
 
 @dataclass
@@ -120,11 +122,17 @@ def _edges_wanted(n: int, m: int, edges_per_vertex: float) -> float:
 
 
 def _sample_keys(keys: Keys, key_dtype: np.dtype) -> np.ndarray:
+    """About ``SAMPLE_SIZE`` weights (1 in 64 of a small layer), in runs of neighbours from evenly spaced rows, each
+    run further right than the last: the sample spans the whole layer, yet reads a few hundred cache lines rather
+    than one line per weight."""
     a = keys.data
     n, m = a.shape
-    size = min(SAMPLE_SIZE, max(1024, n * m >> 6))  # about 1 weight in 64 for small layers
-    step = max(1, int(math.sqrt(n * m / size)))
-    sample = a[:: max(1, min(step, n // 8 or 1)), :: max(1, step)]
+    size = min(SAMPLE_SIZE, max(1024, n * m >> 6))
+    rows = min(n, max(1, size // SAMPLE_RUN))
+    width = min(m, max(SAMPLE_RUN, size // rows))
+    row_step, col_step = n // rows, (m - width) // max(1, rows - 1)
+    strides = (row_step * a.strides[0] + col_step * a.strides[1], a.strides[1])
+    sample = np.lib.stride_tricks.as_strided(a, (rows, width), strides, writeable=False)
     if a.dtype.kind == "i":
         return np.abs(sample.astype(np.int64)).astype(key_dtype)
     return (sample & keys.mask).astype(key_dtype, copy=False)
@@ -150,13 +158,15 @@ def _above(key: int, key_dtype: np.dtype) -> int | None:
     return key + 1 if key < np.iinfo(key_dtype).max else None
 
 
-def _raise_threshold(keys: Keys, key_dtype: np.dtype, lo: int | None) -> int | None:
+def _raise_threshold(scan: _Scan, key_dtype: np.dtype, lo: int | None) -> int | None:
+    """A higher threshold after the buffers overflowed: the median of the keys they hold (all >= ``lo``), or the
+    next key when half of those tie at ``lo``. Each step halves what is collected or drops a whole tie, however
+    little the sample saw of the largest weights (stepping to the next key alone could take 2**52 steps)."""
     assert lo is not None, "internal error: nothing collected, yet the buffer overflowed"
-    sample = np.unique(_sample_keys(keys, key_dtype))
-    above = sample[sample >= lo]
-    if len(above) <= 1:
-        return _above(lo, key_dtype) if len(above) == 0 else _above(int(above[0]), key_dtype)
-    return int(above[len(above) // 2])
+    cap = scan.edge_key.shape[1]
+    held = np.concatenate([scan.edge_key[b, : min(int(c), cap)] for b, c in enumerate(scan.counts)])
+    median = int(np.partition(held, len(held) // 2)[len(held) // 2])
+    return median if median > lo else _above(lo, key_dtype)
 
 
 def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int) -> _Scan:
