@@ -136,3 +136,21 @@ def test_quick_profiles(tmp_path: Path) -> None:
     separation, stopping = exp5_controls.main(["--out", str(tmp_path / "5")])
     assert (separation["clustering"] == 0).all()  # a bipartite graph has no triangles
     assert set(stopping["signal"]) == {"mean_normalized_np", "clustering", "weight_norm"}
+
+
+@needs_data
+def test_runs_in_parallel_processes_equal_runs_in_one(tmp_path: Path) -> None:
+    import torch
+    from paper import exp2_best_practices
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each process of --jobs trains
+    try:
+        one = exp2_best_practices.main(["--out", str(tmp_path / "one"), "--runs", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    two = exp2_best_practices.main(["--out", str(tmp_path / "two"), "--runs", "2", "--jobs", "2"])
+    key = ["dataset", "variant", "run"]
+    assert len(two) == 2 * 2 * 4 and not two.duplicated(key).any()
+    one, two = (f.sort_values(key).reset_index(drop=True) for f in (one, two))
+    pd.testing.assert_frame_equal(one, two)  # the same runs, to the last bit

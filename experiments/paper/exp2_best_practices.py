@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .common import parse, profile
+from .common import parse, profile, run_all
 from .data import Dataset, load
 from .training import Profile, mlp, train_with_checks
 
@@ -29,7 +29,7 @@ DATASETS = ("mnist", "fashion-mnist")
 
 def train_one(name: str, variant: str, run: int, epochs: int, train_fraction: float, data_dir: Path | None) -> dict:
     """One run. Its initial weights and the order of its batches depend only on its index: trained alone (a resumed
-    suite) or after others, a run gives the same result."""
+    suite), after others or beside them (``--jobs``), a run gives the same result on the same number of threads."""
     data = _dataset(name, train_fraction, data_dir)
     torch.manual_seed(run)
     model = mlp(784, [650, 650], 10, **VARIANTS[variant])  # type: ignore[arg-type]
@@ -51,14 +51,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     path = args.out / "results.csv"
     rows = pd.read_csv(path).to_dict("records") if path.exists() else []
     done = {(row["dataset"], row["variant"], row["run"]) for row in rows}
-    for r in range(p.runs):  # run by run, so that a stopped suite leaves every variant with as many runs
-        for name in DATASETS:
-            for variant in VARIANTS:
-                if (name, variant, r) in done:
-                    continue
-                rows.append(train_one(name, variant, r, p.epochs, p.train_fraction, args.data_dir))
-                print(rows[-1], flush=True)
-                pd.DataFrame(rows).to_csv(path, index=False)  # after every run: a stopped suite resumes from here
+    # Run by run, so that a stopped suite leaves every variant with as many runs (give or take those in flight).
+    todo = [(name, variant, r, p.epochs, p.train_fraction, args.data_dir)
+            for r in range(p.runs) for name in DATASETS for variant in VARIANTS if (name, variant, r) not in done]
+    for row in run_all(train_one, todo, args.jobs):
+        rows.append(row)
+        print(row, flush=True)
+        pd.DataFrame(rows).to_csv(path, index=False)  # after every run: a stopped suite resumes from here
     frame = pd.DataFrame(rows)
     import matplotlib.pyplot as plt
 
