@@ -74,7 +74,6 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     reading blocks of the same array would fight over.
     """
     n, m = a.shape
-    cap = buf_key.shape[0]
     count = 0
     nweak = 0
     col_key[:] = 0
@@ -83,36 +82,14 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     quads = np.empty((group // 4, m + 64), col_key.dtype)
     code = np.zeros((m + 7) // 8 * 8, np.uint8)  # per column, bit q set where quad q's maximum reaches lo
     words = code.view(np.uint64)  # read eight columns at a time
-    busy = np.empty(len(words), np.int64)  # the words with any quad to read, listed without a branch per word
+    busy = np.empty(len(words), np.int64)  # the words with any quad to read
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
         _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, code)
         hit = np.uint64(0)  # bit r - g0 set: row r has a collected edge
         if collect:
-            nbusy = 0
-            for w in range(len(words)):
-                busy[nbusy] = w
-                nbusy += words[w] != 0
-            for t in range(nbusy):
-                w = busy[t]
-                bits = words[w]
-                while bits:  # bit 8 * b + q: quad q of column 8 * w + b reaches lo; usually one bit a word
-                    low = _low_bit(bits)
-                    bits &= bits - np.uint64(1)
-                    j = np.uint64(8 * w + (low >> 3))  # unsigned: loads indexed by it need no wraparound check
-                    r = g0 + 4 * (low & 7)
-                    if r + 4 <= g1 and count + 4 <= cap:
-                        count, hit = _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, r - g0)
-                    else:  # the last, short quad of a matrix, or buffers nearly full
-                        rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
-                        while rows:
-                            i = r + _low_bit(rows)
-                            rows &= rows - np.uint64(1)
-                            if count < cap:
-                                buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
-                            count += 1
-                            hit |= np.uint64(1) << np.uint64(i - g0)
+            count, hit = _collect_group(a, mask, g0, g1, lo, row0, words, busy, count, buf_key, buf_row, buf_col)
         for r in range(g0, g1):
             if not (hit >> np.uint64(r - g0)) & np.uint64(1):  # rare on most layers: a second read, from cache
                 weak_rows[nweak] = row0 + r
@@ -197,6 +174,38 @@ def _merge(quads, nq, here, lo, col_key, col_group, code):
         col_key[j] = max(col_key[j], top)
         col_group[j] = here if better else col_group[j]
         code[j] = c
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _collect_group(a, mask, g0, g1, lo, row0, words, busy, count, buf_key, buf_row, buf_col):
+    """Collect the edges of rows g0..g1-1 that reach lo, from the quads that ``words`` mark (bit 8 * b + q of word
+    w: quad q of column 8 * w + b). Returns the new count and a bit per row of the group that got an edge."""
+    cap = buf_key.shape[0]
+    hit = np.uint64(0)
+    nbusy = 0
+    for w in range(len(words)):  # the busy words, listed without a branch per word
+        busy[nbusy] = w
+        nbusy += words[w] != 0
+    for t in range(nbusy):
+        w = busy[t]
+        bits = words[w]
+        while bits:  # usually one bit a word
+            low = _low_bit(bits)
+            bits &= bits - np.uint64(1)
+            j = np.uint64(8 * w + (low >> 3))  # unsigned: loads indexed by it need no wraparound check
+            r = g0 + 4 * (low & 7)
+            if r + 4 <= g1 and count + 4 <= cap:
+                count, hit = _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, r - g0)
+            else:  # the last, short quad of a matrix, or buffers nearly full
+                rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
+                while rows:
+                    i = r + _low_bit(rows)
+                    rows &= rows - np.uint64(1)
+                    if count < cap:
+                        buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
+                    count += 1
+                    hit |= np.uint64(1) << np.uint64(i - g0)
+    return count, hit
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
