@@ -61,11 +61,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     import matplotlib.pyplot as plt
 
-    summary = frame.groupby(["dataset", "variant"])[["mean_normalized_np", "test_acc"]].mean().reset_index()
+    summary = frame.groupby(["dataset", "variant"])[["mean_normalized_np", "test_acc"]].agg(["mean", "std", "count"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, (name, part) in zip(axes, summary.groupby("dataset")):
-        ax.bar(part["variant"], part["mean_normalized_np"], color=["C0", "C1", "C2", "C3"][: len(part)])
-        ax.set_title(f"{name}")
+    for ax, (name, part) in zip(axes, summary.groupby(level="dataset")):
+        np_stats = part["mean_normalized_np"]
+        ax.bar(part.index.get_level_values("variant"), np_stats["mean"], yerr=np_stats["std"].fillna(0), capsize=4,
+               color=["C0", "C1", "C2", "C3"][: len(part)])
+        ax.set_title(f"{name} ({int(np_stats['count'].min())} runs; bars: mean ± std)")
         ax.set_ylabel("mean normalized NP")
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
