@@ -24,6 +24,7 @@ ENGINE_PATHS: dict[str, dict] = {
     "overflowing-buffer": {"small_layer": 0, "capacity": 1},
     "filling-buffer": {"small_layer": 0, "capacity": 6},  # the last few slots, written one edge at a time
     "blocks": {"small_layer": 0, "blocks": 3},
+    "blocks-overflowing": {"small_layer": 0, "blocks": 3, "capacity": 2},
 }
 
 
