@@ -163,8 +163,7 @@ def _raise_threshold(scan: _Scan, key_dtype: np.dtype, lo: int | None) -> int | 
     next key when half of those tie at ``lo``. Each step halves what is collected or drops a whole tie, however
     little the sample saw of the largest weights (stepping to the next key alone could take 2**52 steps)."""
     assert lo is not None, "internal error: nothing collected, yet the buffer overflowed"
-    cap = scan.edge_key.shape[1]
-    held = np.concatenate([scan.edge_key[b, : min(int(c), cap)] for b, c in enumerate(scan.counts)])
+    held = np.concatenate(_collected(scan.edge_key, scan.counts))
     median = int(np.partition(held, len(held) // 2)[len(held) // 2])
     return median if median > lo else _above(lo, key_dtype)
 
@@ -227,7 +226,7 @@ def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.nd
     count = forest.join(
         keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, kernels.GROUP,
         *_sorted_edges(scan, key_dtype), scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
-        scratch("parent", n + m, _index_dtype(n, m)), scratch("size", n + m, _index_dtype(n, m)), out,
+        scratch("parent", n + m, scan.edge_row.dtype), scratch("size", n + m, scan.edge_row.dtype), out,
     )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
     return out
@@ -247,9 +246,13 @@ def _sorted_edges(scan: _Scan, key_dtype: np.dtype) -> tuple[np.ndarray, np.ndar
         return out
     joined = []
     for name, buf in zip(("key", "row", "col"), (scan.edge_key, scan.edge_row, scan.edge_col)):
-        parts = [buf[b, :c] for b, c in enumerate(scan.counts)]
-        joined.append(np.concatenate(parts, out=scratch(f"joined_{name}", total, buf.dtype)))
+        joined.append(np.concatenate(_collected(buf, scan.counts), out=scratch(f"joined_{name}", total, buf.dtype)))
     order = np.argsort(joined[0], kind="quicksort")[::-1]
     for source, target in zip(joined, out):
         np.take(source, order, out=target)
     return out
+
+
+def _collected(buf: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """Each block's part of an edge buffer: the first ``counts[b]`` entries of row ``b`` (all of it on overflow)."""
+    return [buf[b, : min(int(c), buf.shape[1])] for b, c in enumerate(counts)]
