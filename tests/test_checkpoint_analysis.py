@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -170,6 +171,20 @@ import sys, time
 from neural_persistence.analysis.analyze import analyze
 analyze([sys.argv[1]], sys.argv[2], per_head=True, workers=1, progress=lambda done, total, what: time.sleep(0.1))
 """
+
+
+def test_analysis_sets_older_objects_aside_from_the_collector_and_back(run_dir: Path, tmp_path: Path) -> None:
+    before = gc.get_freeze_count()
+    during: list[int] = []
+    analyze([run_dir], tmp_path / "a", progress=lambda done, total, what: during.append(gc.get_freeze_count()))
+    assert min(during) > before and gc.get_freeze_count() == before
+    gc.freeze()  # a caller that froze objects itself keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        analyze([run_dir], tmp_path / "b")
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_kill_and_resume(run_dir: Path, analysed: Path, tmp_path: Path) -> None:
