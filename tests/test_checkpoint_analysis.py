@@ -341,3 +341,65 @@ def test_mapped_tensors_equal_what_safetensors_loads(tmp_path: Path) -> None:
         got = read_tensor(ref)
         assert got.dtype == expected[ref.name].dtype and np.array_equal(got, expected[ref.name])
         assert not got.flags.writeable  # mapped read-only: the checkpoint cannot be changed through it
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs Linux's RWF_NOWAIT to tell what is cached")
+def test_prefetch_reads_a_tensor_into_memory_only_when_missing(tmp_path: Path) -> None:
+    """A tensor dropped from the page cache is seen as missing, and the prefetch brings it back; a cached one is
+    seen as cached (the prefetch then skips the kernel's walk over its pages)."""
+    from safetensors.numpy import save_file
+
+    from neural_persistence.sources.checkpoints import prefetch_tensor, tensors_of
+    from neural_persistence.sources.safetensors_file import in_page_cache
+
+    if _file_system(tmp_path) == "tmpfs":
+        pytest.skip("tmpfs keeps every file in memory: nothing to prefetch")
+    # The tensor lies 64 MB into the file, beyond the read-ahead that reading the header starts.
+    save_file({"a": np.zeros((16, 1 << 20), np.float32), "b": np.ones((1024, 1024), np.float32)},
+              tmp_path / "m.safetensors")
+    ref = next(r for r in tensors_of(tmp_path / "m.safetensors") if r.name == "b")
+    fd = os.open(tmp_path / "m.safetensors", os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        start, length = size - (4 << 20), 4 << 20
+        assert in_page_cache(fd, start, length)  # just written
+        os.fsync(fd)  # clean pages can be dropped
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
+        assert _resident(fd, start, length) == 0 and not in_page_cache(fd, start, length)
+        prefetch_tensor(ref)
+        deadline = time.monotonic() + 10
+        while _resident(fd, start, length) < 1 and time.monotonic() < deadline:  # looking reads nothing in
+            time.sleep(0.01)
+        assert _resident(fd, start, length) == 1 and in_page_cache(fd, start, length)
+    finally:
+        os.close(fd)
+
+
+def _file_system(path: Path) -> str:
+    """The type of the file system holding ``path`` (from /proc/mounts: the longest mount point above it)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fs_type = line.split()[:3]
+        if str(path.resolve()).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+            best, kind = mount, fs_type
+    return kind
+
+
+def _resident(fd: int, start: int, length: int) -> float:
+    """The fraction of the pages of a file range in the page cache, by ``mincore``, which, unlike a read that
+    misses, starts no reading."""
+    import ctypes
+    import mmap
+
+    first = start // mmap.PAGESIZE * mmap.PAGESIZE
+    size = start + length - first
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    with mmap.mmap(fd, size, access=mmap.ACCESS_COPY, offset=first) as mapped:  # ctypes wants a writable buffer
+        anchor = ctypes.c_char.from_buffer(mapped)
+        try:
+            if ctypes.CDLL(None, use_errno=True).mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size), vec):
+                raise OSError(ctypes.get_errno(), "mincore failed")
+        finally:
+            del anchor  # the mapping closes only once nothing points into it
+    return sum(v & 1 for v in vec) / pages
