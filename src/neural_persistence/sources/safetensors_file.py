@@ -120,8 +120,9 @@ CACHE_PROBES = 16
 
 def in_page_cache(fd: int, start: int, length: int, probes: int = CACHE_PROBES) -> bool:
     """Whether the bytes ``start:start + length`` of an open file look cached: ``probes`` single bytes spread over
-    the range can each be read without waiting for the disk (``RWF_NOWAIT``; a microsecond each). False where the
-    system cannot tell (not Linux), so that the caller asks for the read."""
+    the range can each be read without waiting for the disk (``RWF_NOWAIT``; a microsecond each). It stops at the
+    first miss, which the kernel may answer by starting to read around it (the caller asks for the whole range
+    then anyway). False where the system cannot tell (not Linux), so that the caller asks for the read."""
     if length <= 0 or not hasattr(os, "preadv") or not hasattr(os, "RWF_NOWAIT"):
         return False
     byte = bytearray(1)
