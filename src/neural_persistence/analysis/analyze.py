@@ -179,7 +179,7 @@ def analyze(
     """
     summary = AnalysisSummary(Path(out))
     options = options_key(per_head)
-    with _collector_skips_older_objects(), Store(out) as store:
+    with _gc_skips_older_objects(), Store(out) as store:
         runs, units, problems = plan_units(paths, per_head, include_embeddings)
         for run, ckpt in runs:
             store.add_checkpoint(run, ckpt.name, ckpt.step, ckpt.tokens, str(ckpt.path))
@@ -205,11 +205,13 @@ def analyze(
 
 
 @contextmanager
-def _collector_skips_older_objects() -> Iterator[None]:
-    """Python's cycle collector stops every thread while it walks all objects; after numba's imports a full
-    collection takes 30-40 ms, often triggered as an analysis starts. The objects that existed before the call
-    (modules, compiled kernels) are set aside for its duration; those it creates are collected as usual. A
-    process that froze objects itself (before forking) is left as it is."""
+def _gc_skips_older_objects() -> Iterator[None]:
+    """Python's cycle collector ignores, for the duration, the objects that existed before (``gc.freeze``).
+
+    The collector stops every thread while it walks the objects it tracks; after numba's imports a full collection
+    takes 30-40 ms, and one often falls due as an analysis starts. Set aside are the modules and whatever was
+    loaded before the call (numba's kernels too, once a first matrix has been measured); objects created during
+    the call are collected as usual. A process that froze objects itself (before forking) is left as it is."""
     if gc.get_freeze_count():
         yield
         return

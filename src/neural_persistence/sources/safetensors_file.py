@@ -9,6 +9,7 @@ reported with the file and tensor it concerns.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -118,20 +119,27 @@ class SafetensorsFile:
 CACHE_PROBES = 16
 
 
-def in_page_cache(fd: int, start: int, length: int, probes: int = CACHE_PROBES) -> bool:
-    """Whether the bytes ``start:start + length`` of an open file look cached: ``probes`` single bytes spread over
-    the range can each be read without waiting for the disk (``RWF_NOWAIT``; a microsecond each). It stops at the
-    first miss, which the kernel may answer by starting to read around it (the caller asks for the whole range
-    then anyway). False where the system cannot tell (not Linux), so that the caller asks for the read."""
+def in_page_cache(fd: int, start: int, length: int) -> bool:
+    """Whether the bytes ``start:start + length`` of an open file look cached.
+
+    ``CACHE_PROBES`` single bytes spread over the range are read without waiting for the disk (``RWF_NOWAIT``, a
+    microsecond each); all must be in memory. A range partly dropped from the cache between the probes reads as
+    cached. The first probe that misses ends the check (the kernel may start reading around it). False where the
+    system cannot tell: not Linux, or a file system that refuses ``RWF_NOWAIT`` on buffered reads.
+    """
     if length <= 0 or not hasattr(os, "preadv") or not hasattr(os, "RWF_NOWAIT"):
         return False
     byte = bytearray(1)
-    for k in range(probes):
+    for k in range(CACHE_PROBES):
         try:
-            if os.preadv(fd, [byte], start + (length - 1) * k // max(1, probes - 1), os.RWF_NOWAIT) != 1:
+            if os.preadv(fd, [byte], start + (length - 1) * k // (CACHE_PROBES - 1), os.RWF_NOWAIT) != 1:
                 return False
-        except OSError:  # BlockingIOError: not in memory; others: a file system without the flag
+        except BlockingIOError:  # not in memory
             return False
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # the flag is not supported here
+                return False
+            raise
     return True
 
 
