@@ -11,6 +11,8 @@ import transformers as tf
 
 import neural_persistence as npers
 from neural_persistence.analysis.analyze import describe, measure_unit, plan_units
+from neural_persistence.sources.checkpoints import read_tensor
+from neural_persistence.sources.transformer_layout import MatrixSpec, cut, cut_stack
 
 
 def tiny(arch: str) -> tuple[torch.nn.Module, dict]:
@@ -116,3 +118,30 @@ def test_embeddings_are_listed_only_on_request(tmp_path: Path) -> None:
     default = {r["role"] for r in describe([tmp_path / "m"])}
     assert "embed" not in default and "lm_head" not in default
     assert {"embed", "lm_head"} <= {r["role"] for r in describe([tmp_path / "m"], include_embeddings=True)}
+
+
+@pytest.mark.parametrize("arch", ["llama-gqa", "gpt2", "neox"])
+def test_heads_of_a_tensor_stack_as_they_cut(arch: str, tmp_path: Path) -> None:
+    """All heads of a tensor are measured in one call, from a stack: a view where they are consecutive rows (Llama's
+    q, k, v), else one copy of them all (o's columns, GPT-2's transposed Conv1D, NeoX's interleaved rows)."""
+    model, _ = tiny(arch)
+    model.save_pretrained(tmp_path / "ckpt")
+    _, units, _ = plan_units([tmp_path / "ckpt"], per_head=True)
+    roles = set()
+    for unit in (u for u in units if len(u.specs) > 1):
+        data = read_tensor(unit.tensor)
+        stack = cut_stack(data, unit.specs)
+        assert stack.shape == (len(unit.specs), unit.specs[0].rows, unit.specs[0].cols)
+        for k, spec in enumerate(unit.specs):
+            np.testing.assert_array_equal(stack[k], cut(data, spec))
+        role = unit.specs[0].role
+        rows_of_tensor = unit.specs[0].cut[:1] == ("rows",)
+        assert np.shares_memory(stack, data) == rows_of_tensor, (arch, role)
+        roles.add(role)
+    assert {"q", "o"} <= roles
+
+
+def test_heads_of_different_shapes_do_not_stack() -> None:
+    tensor = np.arange(24.0).reshape(6, 4)
+    specs = [MatrixSpec("w", 0, "q", 0, 2, 4, ("rows", 0, 2)), MatrixSpec("w", 0, "q", 1, 4, 4, ("rows", 2, 6))]
+    assert cut_stack(tensor, specs) is None

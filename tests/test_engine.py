@@ -14,6 +14,8 @@ from oracles import kruskal_tree, scipy_tree
 
 import neural_persistence as npers
 from neural_persistence.core import spanning_tree, to_keys, tree_values
+from neural_persistence.core.stacked import tree_values_stack
+from neural_persistence.core.weights import to_key_stack
 
 # Every way the engine can split the work; the answer must never depend on it.
 ENGINE_PATHS: dict[str, dict] = {
@@ -197,3 +199,59 @@ def test_strided_matrices_read_in_place(matrix: np.ndarray, dtype: str) -> None:
             np.testing.assert_array_equal(engine(view, path), expected)
     finally:
         weights.STRIDED_COPY_BYTES = saved
+
+
+# The paths of a stack (attention heads measured in one call); overflow and NaN hand a layer to `tree_values`.
+STACK_PATHS = {name: options for name, options in ENGINE_PATHS.items() if "blocks" not in options}
+
+
+@st.composite
+def weight_stacks(draw: st.DrawFn) -> np.ndarray:
+    """Same-shaped matrices, each in a style of its own (a stack of heads can mix easy and hard ones)."""
+    n, m, h = draw(st.integers(1, 40)), draw(st.integers(1, 50)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    styles = draw(st.lists(st.sampled_from(["normal", "ties", "few-values", "zero-rows", "all-equal"]), min_size=h,
+                           max_size=h))
+    rng = np.random.default_rng(seed)
+    layers = []
+    for style in styles:
+        x = rng.normal(size=(n, m)) * 10.0 ** rng.uniform(-2, 2)
+        if style == "ties":
+            x = np.round(x, 1)
+        elif style == "few-values":
+            x = rng.choice([-1.0, 0.0, 0.5, 1.0], size=(n, m))
+        elif style == "zero-rows":
+            x[rng.random(n) < 0.3] = 0.0
+        elif style == "all-equal":
+            x = np.full((n, m), 0.5)
+        layers.append(x)
+    return np.stack(layers)
+
+
+@pytest.mark.parametrize("path", list(STACK_PATHS))
+@given(stack=weight_stacks(), dtype=st.sampled_from(["float64", "float32", "float16", "bfloat16-bits", "int8",
+                                                      "int64", "uint8", "torch-float32"]))
+@settings(max_examples=40, deadline=None)
+def test_stack_equals_each_layer_alone(path: str, stack: np.ndarray, dtype: str) -> None:
+    converted = DTYPES[dtype](stack)
+    got = tree_values_stack(to_key_stack(converted), [f"head {k}" for k in range(len(stack))], **STACK_PATHS[path])
+    bits = converted.bits if isinstance(converted, npers.BFloat16Bits) else converted
+    for k, tree in enumerate(got):
+        layer = npers.bfloat16_bits(bits[k]) if isinstance(converted, npers.BFloat16Bits) else bits[k]
+        alone = tree_values(to_keys(layer))
+        np.testing.assert_array_equal(tree.values, kruskal_tree(oracle_input(layer)))
+        assert (tree.max_abs, tree.shape) == (alone.max_abs, alone.shape)
+
+
+def test_stack_names_the_layer_with_nan() -> None:
+    stack = np.random.default_rng(5).normal(size=(3, 20, 30))
+    stack[1, 4, 7] = np.nan
+    with pytest.raises(ValueError, match="'head 1' contains NaN"):
+        tree_values_stack(to_key_stack(stack), ["head 0", "head 1", "head 2"])
+
+
+def test_stack_of_wrong_dimensions_is_refused() -> None:
+    with pytest.raises(ValueError, match="stack of 2-D weight matrices"):
+        to_key_stack(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="empty"):
+        to_key_stack(np.ones((2, 0, 3)))

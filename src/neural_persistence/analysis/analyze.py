@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.compute import layer_tree
+from ..core.compute import SPLIT_LAYER, layer_tree
+from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
+from ..core.weights import to_key_stack
 from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, prefetch_tensor, read_tensor, tensors_of
 from ..sources.safetensors_file import CorruptCheckpointError
-from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, plan_tensor, tensor_role
+from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, cut_stack, plan_tensor, tensor_role
 from .store import Store, pack_tree
 
 __all__ = ["AnalysisSummary", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
@@ -112,15 +114,23 @@ def _unique(name: str, taken: set[str]) -> str:
 def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[tuple]:
     """Spanning-tree values of every matrix a tensor yields: (head, block, role, rows, cols, max_abs, tree).
 
-    ``parallel``: split big matrices over all cores (see :func:`layer_tree`)."""
+    ``parallel``: split big matrices over all cores (see :func:`layer_tree`). The heads of a tensor are measured
+    together, in one call (see :mod:`~neural_persistence.core.stacked`)."""
     data = read_tensor(tensor)
-    rows = []
-    for spec in specs:
-        label = f"{tensor.file}: tensor {tensor.name!r}" + (f" head {spec.head}" if spec.head >= 0 else "")
-        tree = layer_tree(cut(data, spec), name=label, parallel=parallel)
-        rows.append((spec.head, spec.block, spec.role, spec.rows, spec.cols, tree.max_abs, tree.values))
-    del data
-    return rows
+    labels = [f"{tensor.file}: tensor {tensor.name!r}" + (f" head {s.head}" if s.head >= 0 else "") for s in specs]
+    stack = cut_stack(data, specs) if _heads_together(specs, parallel) else None
+    if stack is not None:
+        trees = tree_values_stack(to_key_stack(stack, labels[0]), labels)
+    else:
+        trees = [layer_tree(cut(data, spec), name=label, parallel=parallel) for spec, label in zip(specs, labels)]
+    del data, stack
+    return [(s.head, s.block, s.role, s.rows, s.cols, t.max_abs, t.values) for s, t in zip(specs, trees)]
+
+
+def _heads_together(specs: Sequence[MatrixSpec], parallel: bool) -> bool:
+    """Heads, and none so big that it would rather be split over the cores."""
+    return len(specs) > 1 and all(s.head >= 0 for s in specs) and (
+        not parallel or max(s.rows * s.cols for s in specs) < SPLIT_LAYER)
 
 
 def _measure_packed(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,37 +122,43 @@ def _edges_wanted(n: int, m: int, edges_per_vertex: float) -> float:
     return per_vertex * (n + m)
 
 
-def _sample_keys(keys: Keys, key_dtype: np.dtype) -> np.ndarray:
-    """About ``SAMPLE_SIZE`` weights (1 in 64 of a small layer), in runs of neighbours from evenly spaced rows, each
-    run further right than the last: the sample spans the whole layer, yet reads a few hundred cache lines rather
-    than one line per weight."""
-    a = keys.data
-    n, m = a.shape
+def _sample_keys(data: np.ndarray, mask: Any, key_dtype: np.dtype) -> np.ndarray:
+    """About ``SAMPLE_SIZE`` weights of each layer of a stack ``data[k]`` (1 in 64 of a small layer), in runs of
+    neighbours from evenly spaced rows, each run further right than the last: the sample spans the whole layer, yet
+    reads a few hundred cache lines rather than one line per weight. One row of keys per layer."""
+    h, n, m = data.shape
     size = min(SAMPLE_SIZE, max(1024, n * m >> 6))
     rows = min(n, max(1, size // SAMPLE_RUN))
     width = min(m, max(SAMPLE_RUN, size // rows))
     row_step, col_step = n // rows, (m - width) // max(1, rows - 1)
-    strides = (row_step * a.strides[0] + col_step * a.strides[1], a.strides[1])
-    sample = np.lib.stride_tricks.as_strided(a, (rows, width), strides, writeable=False)
-    if a.dtype.kind == "i":
+    strides = (data.strides[0], row_step * data.strides[1] + col_step * data.strides[2], data.strides[2])
+    sample = np.lib.stride_tricks.as_strided(data, (h, rows, width), strides, writeable=False).reshape(h, -1)
+    if data.dtype.kind == "i":
         return np.abs(sample.astype(np.int64)).astype(key_dtype)
-    return (sample & keys.mask).astype(key_dtype, copy=False)
+    return (sample & mask).astype(key_dtype, copy=False)
 
 
 def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int) -> int | None:
     """The smallest key to collect (``None``: collect nothing), so that about ``edges_per_vertex`` edges per vertex
     are collected."""
-    n, m = keys.data.shape
+    return _pick_thresholds(keys.data[None], keys.mask, key_dtype, edges_per_vertex, small_layer)[0]
+
+
+def _pick_thresholds(
+    data: np.ndarray, mask: Any, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int
+) -> list[int | None]:
+    """:func:`_pick_threshold` of each layer of a stack, sampled and partitioned in one call for all."""
+    h, n, m = data.shape
     if n * m <= small_layer:
-        return 0  # collect everything
-    sample = _sample_keys(keys, key_dtype).ravel()
+        return [0] * h  # collect everything
+    sample = _sample_keys(data, mask, key_dtype)
+    size = sample.shape[1]
     wanted = _edges_wanted(n, m, edges_per_vertex)
-    pos = min(len(sample) - 1, max(0, int(len(sample) * (1.0 - wanted / (n * m)))))
-    threshold = int(np.partition(sample, pos)[pos])
-    expected = np.count_nonzero(sample >= threshold) / len(sample) * n * m
-    if expected > 2 * wanted:  # a crowd of ties sits at the threshold: collect above it
-        return _above(threshold, key_dtype)
-    return threshold
+    pos = min(size - 1, max(0, int(size * (1.0 - wanted / (n * m)))))
+    thresholds = np.partition(sample, pos, axis=1)[:, pos]
+    expected = np.count_nonzero(sample >= thresholds[:, None], axis=1) / size * n * m
+    # Where a crowd of ties sits at the threshold, collect above it.
+    return [_above(int(t), key_dtype) if e > 2 * wanted else int(t) for t, e in zip(thresholds, expected)]
 
 
 def _above(key: int, key_dtype: np.dtype) -> int | None:

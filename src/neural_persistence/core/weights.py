@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BFloat16Bits", "Keys", "bfloat16_bits", "to_keys"]
+__all__ = ["BFloat16Bits", "Keys", "bfloat16_bits", "to_key_stack", "to_keys"]
 
 _FLOAT_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -40,10 +40,11 @@ def bfloat16_bits(bits: Any) -> BFloat16Bits:
 
 @dataclass(frozen=True)
 class Keys:
-    """A 2-D view of a layer whose integer order is the order of |w|.
+    """A 2-D view of a layer (3-D: a stack of same-shaped layers) whose integer order is the order of |w|.
 
     ``data`` may be the transpose of the input (the graph of M and of M.T is the same), chosen so that rows are
-    contiguous. ``float_dtype`` is set when ``data`` holds float bits, and tells how to decode a key.
+    contiguous. ``float_dtype`` is set when ``data`` holds float bits, and tells how to decode a key. ``shape`` is
+    the layer's shape as given (of one layer of a stack).
     """
 
     data: np.ndarray
@@ -97,24 +98,13 @@ def to_keys(x: Any, name: str = "layer") -> Keys:
     ValueError
         For anything that is not a non-empty 2-D matrix.
     """
-    if _is_torch(x):
-        x = _from_torch(x, name)
-    bf16 = isinstance(x, BFloat16Bits)
-    arr = x.bits if bf16 else np.asarray(x)
-    if not bf16 and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, as used by JAX
-        arr, bf16 = arr.view(np.uint16), True
+    arr, bf16 = _numeric(x, name)
     if arr.ndim != 2:
         raise ValueError(
             f"layer {name!r} must be a 2-D weight matrix, got {arr.ndim}-D with shape {arr.shape}"
             + ("; reshape convolution kernels or pass the model itself" if arr.ndim > 2 else "")
         )
-    if arr.size == 0:
-        raise ValueError(f"layer {name!r} is empty (shape {arr.shape}); a layer needs at least one weight")
-    kind = arr.dtype.kind
-    if kind == "c":
-        raise TypeError(f"layer {name!r} has complex weights ({arr.dtype}); neural persistence needs real weights")
-    if kind not in "fiu" or arr.dtype == np.bool_:
-        raise TypeError(f"layer {name!r} has unsupported dtype {arr.dtype}; use a float or integer array")
+    _check_values(arr, name)
     shape = (int(arr.shape[0]), int(arr.shape[1]))
     transposed = not arr.flags.c_contiguous and arr.flags.f_contiguous
     if transposed:
@@ -123,8 +113,44 @@ def to_keys(x: Any, name: str = "layer") -> Keys:
         # A strided slice (e.g. one attention head's columns) reads about twice as fast once contiguous, since
         # the kernels then vectorize; a copy in its own dtype is cheap at this size.
         arr = np.ascontiguousarray(arr)
+    return _key_view(arr, bf16, shape, transposed)
+
+
+def to_key_stack(x: Any, name: str = "layers") -> Keys:
+    """Validate a stack of same-shaped matrices (``x[k]`` is one; attention heads) and return its key view, whose
+    ``data`` is C-contiguous and 3-D and whose ``shape`` is that of one matrix."""
+    arr, bf16 = _numeric(x, name)
+    if arr.ndim != 3:
+        raise ValueError(f"{name!r} must be a stack of 2-D weight matrices (3-D), got shape {arr.shape}")
+    _check_values(arr, name)
+    return _key_view(np.ascontiguousarray(arr), bf16, (int(arr.shape[1]), int(arr.shape[2])), False)
+
+
+def _numeric(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    """The array behind ``x`` (torch tensors and bfloat16 bits viewed, not copied) and whether it holds bfloat16."""
+    if _is_torch(x):
+        x = _from_torch(x, name)
+    bf16 = isinstance(x, BFloat16Bits)
+    arr = x.bits if bf16 else np.asarray(x)
+    if not bf16 and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, as used by JAX
+        arr, bf16 = arr.view(np.uint16), True
+    return arr, bf16
+
+
+def _check_values(arr: np.ndarray, name: str) -> None:
+    if arr.size == 0:
+        raise ValueError(f"layer {name!r} is empty (shape {arr.shape}); a layer needs at least one weight")
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"layer {name!r} has complex weights ({arr.dtype}); neural persistence needs real weights")
+    if kind not in "fiu" or arr.dtype == np.bool_:
+        raise TypeError(f"layer {name!r} has unsupported dtype {arr.dtype}; use a float or integer array")
+
+
+def _key_view(arr: np.ndarray, bf16: bool, shape: tuple[int, int], transposed: bool) -> Keys:
     if bf16:
         return Keys(arr, np.uint16(0x7FFF), "bfloat16", shape, transposed)
+    kind = arr.dtype.kind
     if kind == "f":
         bits: Any = _FLOAT_BITS[arr.dtype.itemsize]
         mask = bits(np.iinfo(bits).max >> 1)

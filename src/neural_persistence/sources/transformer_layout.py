@@ -12,6 +12,7 @@ and BERT.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..core.weights import BFloat16Bits
 
-__all__ = ["HeadConfig", "MatrixSpec", "ROLES", "cut", "plan_tensor", "tensor_role"]
+__all__ = ["HeadConfig", "MatrixSpec", "ROLES", "cut", "cut_stack", "plan_tensor", "tensor_role"]
 
 ROLES = ("q", "k", "v", "o", "qkv", "mlp_up", "mlp_gate", "mlp_down", "embed", "lm_head", "other")
 
@@ -170,3 +171,32 @@ def cut(tensor: Any, spec: MatrixSpec) -> Any:
     head, part, n_heads, hd = ops[1:]
     grouped = x.reshape(n_heads, 3, hd, x.shape[1])
     return grouped[head, part] if head >= 0 else np.ascontiguousarray(grouped[:, part]).reshape(n_heads * hd, -1)
+
+
+def cut_stack(tensor: Any, specs: Sequence[MatrixSpec]) -> Any | None:
+    """The specs' matrices stacked (``stack[k]`` is spec k's), to be measured in one call; ``None`` when their
+    shapes differ or the tensor is not a numpy array. A view when they are consecutive row blocks (the heads of q,
+    k and v, fused or not), else one copy of them all (the heads of o: columns)."""
+    if isinstance(tensor, BFloat16Bits):
+        stack = cut_stack(tensor.bits, specs)
+        return None if stack is None else BFloat16Bits(stack)
+    if not isinstance(tensor, np.ndarray) or not specs:
+        return None
+    tiles = _row_tiles(tensor, specs)
+    if tiles is not None:
+        return tiles
+    matrices = [cut(tensor, spec) for spec in specs]
+    if len({m.shape for m in matrices}) != 1:
+        return None
+    return np.stack(matrices)
+
+
+def _row_tiles(tensor: np.ndarray, specs: Sequence[MatrixSpec]) -> np.ndarray | None:
+    """The specs as a 3-D view of the tensor, when they are equal, consecutive row blocks of it."""
+    if tensor.ndim != 2 or not tensor.flags.c_contiguous or any(s.cut[:1] != ("rows",) for s in specs):
+        return None
+    start, height = specs[0].cut[1], specs[0].cut[2] - specs[0].cut[1]
+    for k, spec in enumerate(specs):
+        if spec.cut[1:] != (start + k * height, start + (k + 1) * height):
+            return None
+    return tensor[start : start + len(specs) * height].reshape(len(specs), height, tensor.shape[1])
