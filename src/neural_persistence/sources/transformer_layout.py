@@ -175,8 +175,9 @@ def cut(tensor: Any, spec: MatrixSpec) -> Any:
 
 def cut_stack(tensor: Any, specs: Sequence[MatrixSpec]) -> Any | None:
     """The specs' matrices stacked (``stack[k]`` is spec k's), to be measured in one call; ``None`` when their
-    shapes differ or the tensor is not a numpy array. A view when they are consecutive row blocks (the heads of q,
-    k and v, fused or not), else one copy of them all (the heads of o: columns)."""
+    shapes differ or the tensor is not a numpy array. A view when they are consecutive row blocks (the heads of
+    Llama's q, k and v, or of a fused [q | k | v]), else one copy of them all (o's columns, GPT-2's transposed
+    ``Conv1D``, NeoX's interleaved rows)."""
     if isinstance(tensor, BFloat16Bits):
         stack = cut_stack(tensor.bits, specs)
         return None if stack is None else BFloat16Bits(stack)
