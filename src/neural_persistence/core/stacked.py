@@ -58,6 +58,7 @@ def tree_values_stack(
         data, keys.mask, lo, collect, kernels.GROUP, capacity or _capacity(n, m, 1, edges_per_vertex, small_layer),
         key_dtype.type(bad or 0), bad is not None, np.empty(n + m, index), np.empty(n + m, index), out, top, status,
     )
+    out[status != DONE] = 0  # unwritten rows: measured again below
     values = keys.decode(np.sort(out, axis=1)[:, ::-1])  # keys sort faster than floats
     max_abs = keys.decode(top)
     trees = []
