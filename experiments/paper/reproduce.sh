@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The runs behind REPRODUCTION.md. exp1, exp3, exp4 and exp5 run the paper's protocol; exp2 the paper's 40 epochs with
-# 36 of its 50 runs so far (the exp2 line below resumes towards 50, about 2 hours more on 2 CPU cores).
+# The runs behind REPRODUCTION.md: every experiment runs the paper's protocol (exp2: 40 epochs, 50 runs per variant,
+# about 10 hours on 2 CPU cores with --jobs 2), plus an earlier short version of exp2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-../.venv/bin/python}
