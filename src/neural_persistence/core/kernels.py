@@ -83,13 +83,15 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     code = np.zeros((m + 7) // 8 * 8, np.uint8)  # per column, bit q set where quad q's maximum reaches lo
     words = code.view(np.uint64)  # read eight columns at a time
     busy = np.empty(len(words), np.int64)  # the words with any quad to read
+    spots = np.empty(m * (group // 4), np.uint64)  # the quads to read: 8 * column + quad
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
         _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, code)
         hit = np.uint64(0)  # bit r - g0 set: row r has a collected edge
         if collect:
-            count, hit = _collect_group(a, mask, g0, g1, lo, row0, words, busy, count, buf_key, buf_row, buf_col)
+            count, hit = _collect_group(a, mask, g0, g1, lo, row0, words, busy, spots, count, buf_key, buf_row,
+                                         buf_col)
         for r in range(g0, g1):
             if not (hit >> np.uint64(r - g0)) & np.uint64(1):  # rare on most layers: a second read, from cache
                 weak_rows[nweak] = row0 + r
@@ -177,47 +179,50 @@ def _merge(quads, nq, here, lo, col_key, col_group, code):
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
-def _collect_group(a, mask, g0, g1, lo, row0, words, busy, count, buf_key, buf_row, buf_col):
+def _collect_group(a, mask, g0, g1, lo, row0, words, busy, spots, count, buf_key, buf_row, buf_col):
     """Collect the edges of rows g0..g1-1 that reach lo, from the quads that ``words`` mark (bit 8 * b + q of word
-    w: quad q of column 8 * w + b). Returns the new count and a bit per row of the group that got an edge."""
+    w: quad q of column 8 * w + b). Returns the new count and a bit per row of the group that got an edge.
+
+    First the quads are listed (``spots``), then read: the loop that reads them has no branch, so the reads of
+    one quad need not wait for the last one's stores (measured: a third less time per edge than reading each quad
+    as its bit is found)."""
     cap = buf_key.shape[0]
     hit = np.uint64(0)
     nbusy = 0
     for w in range(len(words)):  # the busy words, listed without a branch per word
         busy[nbusy] = w
         nbusy += words[w] != 0
+    nspots = 0
     for t in range(nbusy):
         w = busy[t]
         bits = words[w]
         while bits:  # usually one bit a word
-            low = _low_bit(bits)
+            spots[nspots] = np.uint64(64 * w + _low_bit(bits))  # 8 * column + quad
             bits &= bits - np.uint64(1)
-            j = np.uint64(8 * w + (low >> 3))  # unsigned: loads indexed by it need no wraparound check
-            r = g0 + 4 * (low & 7)
-            if r + 4 <= g1 and count + 4 <= cap:
-                count, hit = _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, r - g0)
-            else:  # the last, short quad of a matrix, or buffers nearly full
-                rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
-                while rows:
-                    i = r + _low_bit(rows)
-                    rows &= rows - np.uint64(1)
-                    if count < cap:
-                        buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
-                    count += 1
-                    hit |= np.uint64(1) << np.uint64(i - g0)
-    return count, hit
-
-
-@nb.njit(inline="always", cache=True, nogil=True)
-def _collect_quad(a, mask, r, j, lo, row0, count, buf_key, buf_row, buf_col, hit, h):
-    """Append the edges of rows r..r+3 of column j that reach lo, without a branch: each row's edge is written
-    at the end of the buffers, which advance only when it counts (the buffers must have room for four)."""
-    for i in range(4):
-        key = abs_key(a[r + i, j], mask)
-        buf_key[count], buf_row[count], buf_col[count] = key, row0 + r + i, j
-        took = key >= lo
-        count += np.int64(took)
-        hit |= np.uint64(took) << np.uint64(h + i)
+            nspots += 1
+    if (g1 - g0) % 4 == 0 and count + 4 * nspots <= cap:
+        at = np.uint64(count)  # unsigned: stores indexed by it need no wraparound check
+        for t in range(nspots):
+            j = spots[t] >> np.uint64(3)
+            h = np.int64(spots[t] & np.uint64(7)) * 4  # first row of the quad, in the group
+            for i in range(4):  # each row's edge is written at the end, which advances only when it counts
+                key = abs_key(a[g0 + h + i, j], mask)
+                buf_key[at], buf_row[at], buf_col[at] = key, row0 + g0 + h + i, j
+                took = key >= lo
+                at += np.uint64(took)
+                hit |= np.uint64(took) << np.uint64(h + i)
+        return np.int64(at), hit
+    for t in range(nspots):  # the last, short quad of a matrix, or buffers nearly full
+        j = spots[t] >> np.uint64(3)
+        r = g0 + np.int64(spots[t] & np.uint64(7)) * 4
+        rows = _rows_at_least(a, mask, r, min(r + 4, g1), j, lo)
+        while rows:
+            i = r + _low_bit(rows)
+            rows &= rows - np.uint64(1)
+            if count < cap:
+                buf_key[count], buf_row[count], buf_col[count] = abs_key(a[i, j], mask), row0 + i, j
+            count += 1
+            hit |= np.uint64(1) << np.uint64(i - g0)
     return count, hit
 
 
