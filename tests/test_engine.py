@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from oracles import kruskal_tree, scipy_tree
 
 import neural_persistence as npers
-from neural_persistence.core import spanning_tree, to_keys, tree_values
+from neural_persistence.core import kernels, spanning_tree, to_keys, tree_values
 from neural_persistence.core.stacked import tree_values_stack
 from neural_persistence.core.weights import to_key_stack
 
@@ -136,6 +136,24 @@ def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int]) -> No
     expected = scipy_tree(x)
     np.testing.assert_array_equal(tree_values(to_keys(x)).values, expected)
     np.testing.assert_array_equal(tree_values(to_keys(x), blocks=2).values, expected)
+
+
+def test_more_groups_of_rows_than_16_bits_count() -> None:
+    """Group numbers are as wide as the keys where they fit (16 bits for float16), wider on taller layers: a layer of
+    2**20 + 40 rows, whose third column holds no collected edge and has its maximum in the last group, against the
+    path that collects every edge (which never looks up a group)."""
+    n = kernels.GROUP * 2**16 + 40
+    assert spanning_tree.group_dtype(n - 40, np.dtype("u2")) == np.dtype("u2")
+    assert spanning_tree.group_dtype(n, np.dtype("u2")) == np.dtype("u4")
+    assert spanning_tree.group_dtype(n, np.dtype("u1")) == np.dtype("u4")
+    assert spanning_tree.group_dtype(n, np.dtype("u8")) == np.dtype("u8")
+    x = np.random.default_rng(5).standard_normal((n, 3)).astype(np.float16)
+    x[:, 2] *= np.float16(1e-3)
+    x[-1, 2] = np.float16(0.01)
+    got = tree_values(to_keys(x))
+    every_edge = tree_values(to_keys(x), small_layer=x.size)
+    np.testing.assert_array_equal(got.values, every_edge.values)
+    assert got.max_abs == every_edge.max_abs
 
 
 def test_bfloat16_inputs_agree() -> None:

@@ -87,7 +87,7 @@ def scan_rows(a, mask, row0, lo, collect, group, col_key, col_group, weak_rows, 
     for g0 in range(0, n, group):
         g1 = min(g0 + group, n)
         nq = _quad_max(a, mask, g0, g1, quads)
-        _merge(quads, nq, np.int32((row0 + g0) // group), lo, col_key, col_group, code)
+        _merge(quads, nq, col_group.dtype.type((row0 + g0) // group), lo, col_key, col_group, code)
         hit = np.uint64(0)  # bit r - g0 set: row r has a collected edge
         if collect:
             count, hit = _collect_group(a, mask, g0, g1, lo, row0, words, busy, spots, count, buf_key, buf_row,

@@ -179,7 +179,7 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
     a = keys.data
     n, m = a.shape
     col_key = scratch("col_key", (blocks, m), key_dtype)
-    col_group = scratch("col_group", (blocks, m), np.int32)
+    col_group = scratch("col_group", (blocks, m), group_dtype(n, key_dtype))
     weak_rows = scratch("weak_rows", n, np.int64)
     weak_key = scratch("weak_key", n, key_dtype)
     weak_col = scratch("weak_col", n, np.int64)
@@ -207,6 +207,15 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
         col_key[0], col_group[0], weak_rows[:weak], weak_key[:weak], weak_col[:weak], buf_key, buf_row, buf_col,
         counts, bool((counts > cap).any()),
     )
+
+
+def group_dtype(n: int, key_dtype: np.dtype) -> np.dtype:
+    """Numbers of the groups of rows as wide as the keys (two bytes at least) where they fit: merging the columns'
+    maxima then vectorizes at one lane width (measured: half the time of 32-bit numbers beside 16-bit keys)."""
+    width = max(2, key_dtype.itemsize)
+    while 1 << (8 * width) < -(-n // kernels.GROUP):
+        width *= 2
+    return np.dtype(f"u{width}")
 
 
 def _index_dtype(n: int, m: int) -> type:

@@ -23,6 +23,7 @@ from .spanning_tree import (
     _capacity,
     _index_dtype,
     _pick_thresholds,
+    group_dtype,
     tree_values,
 )
 from .weights import Keys, infinite_key
@@ -56,7 +57,8 @@ def tree_values_stack(
     status = np.empty(h, np.int8)
     stack_keys(
         data, keys.mask, lo, collect, kernels.GROUP, capacity or _capacity(n, m, 1, edges_per_vertex, small_layer),
-        key_dtype.type(bad or 0), bad is not None, np.empty(n + m, index), np.empty(n + m, index), out, top, status,
+        key_dtype.type(bad or 0), bad is not None, np.empty(m, group_dtype(n, key_dtype)), np.empty(n + m, index),
+        np.empty(n + m, index), out, top, status,
     )
     out[status != DONE] = 0  # unwritten rows: measured again below
     values = keys.decode(np.sort(out, axis=1)[:, ::-1])  # keys sort faster than floats
@@ -73,12 +75,12 @@ def tree_values_stack(
 
 
 @nb.njit(cache=True, nogil=True)
-def stack_keys(a, mask, lo, collect, group, cap, bad, check, parent, size, out, top, status):
+def stack_keys(a, mask, lo, collect, group, cap, bad, check, col_group, parent, size, out, top, status):
     """Steps 1-3 of :mod:`.spanning_tree` for each layer ``a[k]``: the tree's keys into ``out[k]`` (in no order),
-    the largest key into ``top[k]``, and the outcome into ``status[k]`` (``DONE`` or why not)."""
+    the largest key into ``top[k]``, and the outcome into ``status[k]`` (``DONE`` or why not). ``col_group``:
+    room for each column's group number, in the type of :func:`~.spanning_tree.group_dtype`."""
     h, n, m = a.shape
     col_key = np.empty(m, out.dtype)
-    col_group = np.empty(m, np.int32)
     weak_rows = np.empty(n, np.int64)
     weak_key = np.empty(n, out.dtype)
     weak_col = np.empty(n, np.int64)
