@@ -211,7 +211,8 @@ def _scan(keys: Keys, key_dtype: np.dtype, lo: int | None, blocks: int, cap: int
 
 def group_dtype(n: int, key_dtype: np.dtype) -> np.dtype:
     """Numbers of the groups of rows as wide as the keys (two bytes at least) where they fit: merging the columns'
-    maxima then vectorizes at one lane width (measured: half the time of 32-bit numbers beside 16-bit keys)."""
+    maxima then vectorizes at one lane width (measured on 7B shapes: a quarter to all of the merge's cost over the
+    read saved, against 32-bit numbers beside 16-bit keys)."""
     width = max(2, key_dtype.itemsize)
     while 1 << (8 * width) < -(-n // kernels.GROUP):
         width *= 2
