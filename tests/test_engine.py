@@ -139,9 +139,11 @@ def test_large_hard_inputs_equal_scipy(style: str, shape: tuple[int, int]) -> No
 
 
 def test_more_groups_of_rows_than_16_bits_count() -> None:
-    """Group numbers are as wide as the keys where they fit (16 bits for float16), wider on taller layers: a layer of
-    2**20 + 40 rows, whose third column holds no collected edge and has its maximum in the last group, against the
-    path that collects every edge (which never looks up a group)."""
+    """Group numbers are as wide as the keys where they fit (16 bits for float16), wider on taller layers (checked on
+    ``group_dtype`` itself: a number that wrapped would only slow the search for a column's best row, not change the
+    answer). Then a layer of 2**20 + 40 rows, whose third column holds no collected edge and has its maximum in the
+    last group, is measured exactly with 32-bit group numbers: against the path that collects every edge (which
+    never looks up a group)."""
     n = kernels.GROUP * 2**16 + 40
     assert spanning_tree.group_dtype(n - 40, np.dtype("u2")) == np.dtype("u2")
     assert spanning_tree.group_dtype(n, np.dtype("u2")) == np.dtype("u4")
