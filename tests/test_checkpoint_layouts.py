@@ -1,143 +1,323 @@
-"""Per-head matrices read from saved checkpoints equal the same matrices sliced by hand from the torch module."""
+"""Every layout the README claims, end to end: a tiny model built from its transformers config, saved with
+``save_pretrained`` (one file in float32, shards in bfloat16), the CLI's ``analyze`` (whole and per head), and
+``results.csv`` read back: exactly one row per matrix the oracle expects, each equal to a matrix sliced by hand
+from the live module's weights, with NP from scipy's minimum spanning tree.
+
+The slicing here is written per architecture from the modules' own forward code, independently of the library's
+planner; mixture-of-experts blocks are sliced from the live module's fused 3-D expert tensors (transformers 5
+keeps experts fused in memory and writes them one tensor per expert).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import transformers as tf
 
 import neural_persistence as npers
-from neural_persistence.analysis.analyze import describe, measure_unit, plan_units
+from neural_persistence.analysis.analyze import describe, plan_units
+from neural_persistence.cli import main
 from neural_persistence.sources.checkpoints import read_tensor
+from neural_persistence.sources.plan import PlanOptions
 from neural_persistence.sources.transformer_layout import MatrixSpec, cut, cut_stack
+from oracles import scipy_tree
+
+Key = tuple[int, str, int, int, bool]  # block, role, head, expert, shared expert
+COMMON = dict(vocab_size=64, num_hidden_layers=2, bos_token_id=0, eos_token_id=0, pad_token_id=0)
 
 
-def tiny(arch: str) -> tuple[torch.nn.Module, dict]:
+@dataclass(frozen=True)
+class Arch:
+    build: Callable[[], torch.nn.Module]
+    slice: Callable[[torch.nn.Module, int], "Block"]
+
+
+@dataclass
+class Block:
+    """One block's maps sliced by hand, in (out, in): attention q, k, v, o and the head geometry, and the MLP."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    o: np.ndarray
+    heads: int
+    kv_heads: int
+    mlp: dict[tuple[str, int, bool], np.ndarray]  # (role, expert, shared) -> matrix
+
+
+def w(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().numpy()
+
+
+def llama_like(layer: torch.nn.Module, heads: int, kv: int) -> Block:
+    a = layer.self_attn
+    mlp = {(r, -1, False): w(getattr(layer.mlp, f"{p}_proj").weight)
+           for r, p in (("mlp_gate", "gate"), ("mlp_up", "up"), ("mlp_down", "down"))}
+    return Block(w(a.q_proj.weight), w(a.k_proj.weight), w(a.v_proj.weight), w(a.o_proj.weight), heads, kv, mlp)
+
+
+def moe(layer: torch.nn.Module, heads: int, kv: int) -> Block:
+    """q, k, v, o, the router and every expert's gate, up and down from the fused (experts, 2I, H) tensors."""
+    a, m = layer.self_attn, layer.mlp
+    gate_up, down = w(m.experts.gate_up_proj), w(m.experts.down_proj)
+    inter = gate_up.shape[1] // 2
+    mlp = {("router", -1, False): w(m.gate.weight)}
+    for e in range(gate_up.shape[0]):
+        mlp[("mlp_gate", e, False)] = gate_up[e, :inter]  # forward: gate, up = linear(x, gate_up[e]).chunk(2)
+        mlp[("mlp_up", e, False)] = gate_up[e, inter:]
+        mlp[("mlp_down", e, False)] = down[e]
+    if hasattr(m, "shared_expert"):
+        for r, p in (("mlp_gate", "gate"), ("mlp_up", "up"), ("mlp_down", "down")):
+            mlp[(r, -1, True)] = w(getattr(m.shared_expert, f"{p}_proj").weight)
+        mlp[("router", -1, True)] = w(m.shared_expert_gate.weight)
+    return Block(w(a.q_proj.weight), w(a.k_proj.weight), w(a.v_proj.weight), w(a.o_proj.weight), heads, kv, mlp)
+
+
+def gpt2(model: torch.nn.Module, b: int) -> Block:
+    layer = model.transformer.h[b]
+    fused = w(layer.attn.c_attn.weight).T  # Conv1D stores (in, out); forward splits the outputs [q | k | v]
+    mlp = {("mlp_up", -1, False): w(layer.mlp.c_fc.weight).T, ("mlp_down", -1, False): w(layer.mlp.c_proj.weight).T}
+    return Block(fused[:32], fused[32:64], fused[64:], w(layer.attn.c_proj.weight).T, 4, 4, mlp)
+
+
+def per_head_interleaved(fused: np.ndarray, heads: int, hd: int) -> tuple[np.ndarray, ...]:
+    """NeoX and Bloom: view(heads, 3, head_dim) of the outputs."""
+    g = fused.reshape(heads, 3, hd, -1)
+    return tuple(g[:, i].reshape(heads * hd, -1) for i in range(3))
+
+
+def neox(model: torch.nn.Module, b: int) -> Block:
+    layer = model.gpt_neox.layers[b]
+    q, k, v = per_head_interleaved(w(layer.attention.query_key_value.weight), 4, 8)
+    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
+           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    return Block(q, k, v, w(layer.attention.dense.weight), 4, 4, mlp)
+
+
+def bloom(model: torch.nn.Module, b: int) -> Block:
+    layer = model.transformer.h[b]
+    q, k, v = per_head_interleaved(w(layer.self_attention.query_key_value.weight), 4, 8)
+    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
+           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    return Block(q, k, v, w(layer.self_attention.dense.weight), 4, 4, mlp)
+
+
+def falcon(model: torch.nn.Module, b: int) -> Block:
+    """New decoder architecture, 4 heads in 2 key/value groups: view(kv, heads/kv + 2, head_dim)."""
+    layer = model.transformer.h[b]
+    g = w(layer.self_attention.query_key_value.weight).reshape(2, 4, 8, 32)
+    q, k, v = g[:, :2].reshape(32, 32), g[:, 2].reshape(16, 32), g[:, 3].reshape(16, 32)
+    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
+           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    return Block(q, k, v, w(layer.self_attention.dense.weight), 4, 2, mlp)
+
+
+def falcon_multi_query(model: torch.nn.Module, b: int) -> Block:
+    """Falcon's multi_query: view(heads + 2, head_dim): all queries, one key head, one value head."""
+    layer = model.transformer.h[b]
+    fused = w(layer.self_attention.query_key_value.weight)
+    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
+           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    return Block(fused[:32], fused[32:40], fused[40:48], w(layer.self_attention.dense.weight), 4, 1, mlp)
+
+
+def phi3(model: torch.nn.Module, b: int) -> Block:
+    layer = model.model.layers[b]
+    fused = w(layer.self_attn.qkv_proj.weight)  # rows [q (4 x 8) | k (2 x 8) | v (2 x 8)]
+    gate_up = w(layer.mlp.gate_up_proj.weight)  # forward: gate, up = gate_up(x).chunk(2)
+    mlp = {("mlp_gate", -1, False): gate_up[:48], ("mlp_up", -1, False): gate_up[48:],
+           ("mlp_down", -1, False): w(layer.mlp.down_proj.weight)}
+    return Block(fused[:32], fused[32:48], fused[48:], w(layer.self_attn.o_proj.weight), 4, 2, mlp)
+
+
+def mpt(model: torch.nn.Module, b: int) -> Block:
+    layer = model.transformer.blocks[b]
+    fused = w(layer.attn.Wqkv.weight)  # forward: query, key, value = Wqkv(x).chunk(3)
+    mlp = {("mlp_up", -1, False): w(layer.ffn.up_proj.weight), ("mlp_down", -1, False): w(layer.ffn.down_proj.weight)}
+    return Block(fused[:32], fused[32:64], fused[64:], w(layer.attn.out_proj.weight), 4, 4, mlp)
+
+
+def bert(model: torch.nn.Module, b: int) -> Block:
+    layer = model.encoder.layer[b]
+    s = layer.attention.self
+    mlp = {("mlp_up", -1, False): w(layer.intermediate.dense.weight), ("mlp_down", -1, False): w(layer.output.dense.weight)}
+    return Block(w(s.query.weight), w(s.key.weight), w(s.value.weight), w(layer.attention.output.dense.weight), 4, 4, mlp)
+
+
+def llama_family(config: type, model: type, heads: int = 4, kv: int = 2, **extra: int) -> Arch:
+    def build() -> torch.nn.Module:
+        return model(config(hidden_size=32, intermediate_size=48, num_attention_heads=heads, num_key_value_heads=kv,
+                            **extra, **COMMON))
+    return Arch(build, lambda m, b: llama_like(m.model.layers[b], heads, kv))
+
+
+def moe_family(config: type, model: type, kv: int, **extra: int) -> Arch:
+    def build() -> torch.nn.Module:
+        return model(config(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=kv,
+                            num_experts_per_tok=2, **extra, **COMMON))
+    return Arch(build, lambda m, b: moe(m.model.layers[b], 4, kv))
+
+
+ARCHS: dict[str, Arch] = {
+    "llama-gqa": llama_family(tf.LlamaConfig, tf.LlamaForCausalLM),
+    "mistral-mqa": llama_family(tf.MistralConfig, tf.MistralForCausalLM, kv=1),
+    "qwen2": llama_family(tf.Qwen2Config, tf.Qwen2ForCausalLM),
+    "gemma": llama_family(tf.GemmaConfig, tf.GemmaForCausalLM, head_dim=16),  # heads x head_dim != hidden
+    "olmo": llama_family(tf.OlmoConfig, tf.OlmoForCausalLM, kv=4),
+    "gpt2": Arch(lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=16, vocab_size=64,
+                                                          bos_token_id=0, eos_token_id=0)), gpt2),
+    "gpt-neox": Arch(lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(hidden_size=32, num_attention_heads=4,
+                                                                    intermediate_size=64, **COMMON)), neox),
+    "bloom": Arch(lambda: tf.BloomForCausalLM(tf.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=64,
+                                                             bos_token_id=0, eos_token_id=0)), bloom),
+    "falcon": Arch(lambda: tf.FalconForCausalLM(tf.FalconConfig(hidden_size=32, num_attention_heads=4, num_kv_heads=2,
+                                                                new_decoder_architecture=True, **COMMON)), falcon),
+    "falcon-mq": Arch(lambda: tf.FalconForCausalLM(tf.FalconConfig(hidden_size=32, num_attention_heads=4,
+                                                                   multi_query=True, **COMMON)), falcon_multi_query),
+    "phi3": Arch(lambda: tf.Phi3ForCausalLM(tf.Phi3Config(hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                                                          num_key_value_heads=2, **COMMON)), phi3),
+    "mpt": Arch(lambda: tf.MptForCausalLM(tf.MptConfig(d_model=32, n_heads=4, n_layers=2, expansion_ratio=2,
+                                                       vocab_size=64)), mpt),
+    "bert": Arch(lambda: tf.BertModel(tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, intermediate_size=48,
+                                                    max_position_embeddings=16)), bert),
+    "mixtral": moe_family(tf.MixtralConfig, tf.MixtralForCausalLM, kv=2, num_local_experts=3),
+    "olmoe": moe_family(tf.OlmoeConfig, tf.OlmoeForCausalLM, kv=4, num_experts=3),
+    "qwen2-moe": moe_family(tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM, kv=2, num_experts=3, moe_intermediate_size=24,
+                            shared_expert_intermediate_size=40),
+}
+
+
+def tiny(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    if arch == "llama-gqa":
-        cfg = tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2)
-        return tf.LlamaForCausalLM(cfg), {"heads": 4, "kv": 2}
-    if arch == "mistral":
-        cfg = tf.MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                               num_attention_heads=4, num_key_value_heads=1)
-        return tf.MistralForCausalLM(cfg), {"heads": 4, "kv": 1}
-    if arch == "qwen2":
-        cfg = tf.Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2)
-        return tf.Qwen2ForCausalLM(cfg), {"heads": 4, "kv": 2}
-    if arch == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16, bos_token_id=0,
-                            eos_token_id=0)
-        return tf.GPT2LMHeadModel(cfg), {"heads": 4, "kv": 4}
-    if arch == "neox":
-        cfg = tf.GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=64)
-        return tf.GPTNeoXForCausalLM(cfg), {"heads": 4, "kv": 4}
-    cfg = tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=16)
-    return tf.BertModel(cfg), {"heads": 4, "kv": 4}
+    model = ARCHS[arch].build()
+    with torch.no_grad():  # spread the weights so that ties and the global maximum differ between matrices
+        for p in model.parameters():
+            p.mul_(1 + torch.rand_like(p))
+    return model
 
 
-def by_hand(arch: str, model: torch.nn.Module, block: int, heads: int, kv: int) -> dict[tuple[str, int], np.ndarray]:
-    """The (out, in) matrix of every role and head of one block, sliced from the live module."""
-    hd = 32 // heads
-    out: dict[tuple[str, int], np.ndarray] = {}
-
-    def w(t: torch.Tensor) -> np.ndarray:
-        return t.detach().float().numpy()
-
-    if arch in ("llama-gqa", "mistral", "qwen2"):
-        layer = model.model.layers[block]
-        q, k, v, o = (w(getattr(layer.self_attn, f"{r}_proj").weight) for r in "qkvo")
-        mlp = {"mlp_gate": w(layer.mlp.gate_proj.weight), "mlp_up": w(layer.mlp.up_proj.weight),
-               "mlp_down": w(layer.mlp.down_proj.weight)}
-    elif arch == "gpt2":
-        layer = model.transformer.h[block]
-        fused = w(layer.attn.c_attn.weight).T  # Conv1D stores (in, out)
-        q, k, v = fused[:32], fused[32:64], fused[64:]
-        o = w(layer.attn.c_proj.weight).T
-        mlp = {"mlp_up": w(layer.mlp.c_fc.weight).T, "mlp_down": w(layer.mlp.c_proj.weight).T}
-    elif arch == "neox":
-        layer = model.gpt_neox.layers[block]
-        fused = w(layer.attention.query_key_value.weight).reshape(heads, 3, hd, 32)
-        q, k, v = (fused[:, i].reshape(heads * hd, 32) for i in range(3))
-        o = w(layer.attention.dense.weight)
-        mlp = {"mlp_up": w(layer.mlp.dense_h_to_4h.weight), "mlp_down": w(layer.mlp.dense_4h_to_h.weight)}
-    else:
-        layer = model.encoder.layer[block]
-        q, k, v = (w(getattr(layer.attention.self, r).weight) for r in ("query", "key", "value"))
-        o = w(layer.attention.output.dense.weight)
-        mlp = {"mlp_up": w(layer.intermediate.dense.weight), "mlp_down": w(layer.output.dense.weight)}
-    for role, mat, n in (("q", q, heads), ("k", k, kv), ("v", v, kv)):
-        for h in range(n):
-            out[(role, h)] = mat[h * hd : (h + 1) * hd]
-    for h in range(heads):
-        out[("o", h)] = o[:, h * hd : (h + 1) * hd]
-    out.update({(role, -1): mat for role, mat in mlp.items()})
+def expected_matrices(arch: str, model: torch.nn.Module, per_head: bool) -> dict[Key, np.ndarray]:
+    """Every matrix the analysis must report, sliced by hand from the live module."""
+    out: dict[Key, np.ndarray] = {}
+    for b in range(2):
+        blk = ARCHS[arch].slice(model, b)
+        hd = blk.q.shape[0] // blk.heads
+        for role, mat, n in (("q", blk.q, blk.heads), ("k", blk.k, blk.kv_heads), ("v", blk.v, blk.kv_heads)):
+            if per_head:
+                out.update({(b, role, h, -1, False): mat[h * hd : (h + 1) * hd] for h in range(n)})
+            else:
+                out[(b, role, -1, -1, False)] = mat
+        if per_head:
+            out.update({(b, "o", h, -1, False): blk.o[:, h * hd : (h + 1) * hd] for h in range(blk.heads)})
+        else:
+            out[(b, "o", -1, -1, False)] = blk.o
+        out.update({(b, role, -1, expert, shared): m for (role, expert, shared), m in blk.mlp.items()})
+    if arch == "bert":  # the pooler, a linear map outside the blocks
+        out[(-1, "other", -1, -1, False)] = w(model.pooler.dense.weight)
     return out
 
 
-ARCHS = ["llama-gqa", "mistral", "qwen2", "gpt2", "neox", "bert"]
+def oracle_table(matrices: dict[Key, np.ndarray]) -> dict[Key, tuple[float, float]]:
+    """(NP, normalized NP) of each matrix under global normalization, from scipy's MST (Rieck et al. 2019)."""
+    w_max = max(float(np.abs(m).max()) for m in matrices.values())
+    out = {}
+    for key, m in matrices.items():
+        deaths = scipy_tree(m) / w_max
+        persistence = np.append(1.0 - deaths[deaths != 1.0], 1.0)
+        value = float(np.sqrt(np.sum(persistence**2)))
+        out[key] = (value, value / np.sqrt(sum(m.shape) - 1))
+    return out
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("storage", ["single", "sharded-bf16"])
-def test_per_head_matrices_match_the_module(arch: str, storage: str, tmp_path: Path) -> None:
-    model, geometry = tiny(arch)
+def table_keys(table: pd.DataFrame) -> list[Key]:
+    return [(int(r.block), str(r.role), int(r.head), int(r.expert), "shared_expert" in r.tensor)
+            for r in table.itertuples()]
+
+
+def save(model: torch.nn.Module, folder: Path, storage: str) -> Path:
     if storage == "sharded-bf16":
         model = model.to(torch.bfloat16)
-        model.save_pretrained(tmp_path / "ckpt", max_shard_size="30KB")
-        assert (tmp_path / "ckpt" / "model.safetensors.index.json").is_file()
+        model.save_pretrained(folder, max_shard_size="20KB")
+        assert (folder / "model.safetensors.index.json").is_file()
     else:
-        model.save_pretrained(tmp_path / "ckpt")
-    _, units, problems = plan_units([tmp_path / "ckpt"], per_head=True)
-    assert not problems
-    expected = by_hand(arch, model, 1, geometry["heads"], geometry["kv"])
-    seen = set()
-    for unit in units:
-        rows = measure_unit(unit.tensor, unit.specs)
-        for spec, (head, block, role, r, c, max_abs, tree) in zip(unit.specs, rows):
-            if block != 1 or (role, head) not in expected:
-                continue
-            matrix = expected[(role, head)]
-            assert (r, c) == matrix.shape, (role, head)
-            reference = npers.layer_tree(matrix)
-            np.testing.assert_array_equal(tree, reference.values)
-            assert max_abs == reference.max_abs
-            seen.add((role, head))
-    assert seen == set(expected)
+        model.save_pretrained(folder)
+    return folder
 
 
-def test_embeddings_are_listed_only_on_request(tmp_path: Path) -> None:
-    model, _ = tiny("llama-gqa")
-    model.save_pretrained(tmp_path / "m")
-    default = {r["role"] for r in describe([tmp_path / "m"])}
-    assert "embed" not in default and "lm_head" not in default
-    assert {"embed", "lm_head"} <= {r["role"] for r in describe([tmp_path / "m"], include_embeddings=True)}
+@pytest.mark.parametrize("per_head", [False, True], ids=["whole", "per-head"])
+@pytest.mark.parametrize("storage", ["single-f32", "sharded-bf16"])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_cli_table_has_every_matrix_equal_to_the_oracle(arch: str, storage: str, per_head: bool, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny(arch)
+    ckpt = save(model, tmp_path / "ckpt", storage)
+    if storage == "sharded-bf16":
+        model = model.to(torch.bfloat16)
+    expected = oracle_table(expected_matrices(arch, model, per_head))
+    args = ["analyze", str(ckpt), "--out", str(tmp_path / "out")] + (["--per-head"] if per_head else [])
+    assert main(args) == 0
+    assert "error" not in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    keys = table_keys(table)
+    assert len(keys) == len(set(keys)) == len(expected), sorted(set(expected) ^ set(keys))
+    assert set(keys) == set(expected)
+    matrices = expected_matrices(arch, model, per_head)
+    for key, row in zip(keys, table.itertuples()):
+        assert (row.rows, row.cols) == matrices[key].shape, key
+        assert row.np == pytest.approx(expected[key][0], rel=1e-12), key
+        assert row.normalized_np == pytest.approx(expected[key][1], rel=1e-12), key
+    assert len(describe([ckpt], per_head=per_head)) == len(table)  # what describe lists is what the table holds
 
 
-@pytest.mark.parametrize("arch", ["llama-gqa", "gpt2", "neox"])
+LIVE = ["llama-gqa", "gpt2", "gpt-neox", "falcon", "phi3", "bert", "mixtral", "qwen2-moe"]
+
+
+@pytest.mark.parametrize("per_head", [False, True], ids=["whole", "per-head"])
+@pytest.mark.parametrize("arch", LIVE)
+def test_a_live_model_is_measured_as_its_saved_checkpoint(arch: str, per_head: bool, tmp_path: Path) -> None:
+    """``npers.compute(model)`` (so EarlyStopping and the callbacks) measures the matrices ``analyze`` measures
+    on the checkpoint saved from the same model, with the same numbers and the same global scale."""
+    model = tiny(arch)
+    save(model, tmp_path / "ckpt", "single-f32")
+    npers.analyze([tmp_path / "ckpt"], tmp_path / "out", per_head=per_head)
+    table = npers.load_table(tmp_path / "out")
+    live = npers.compute(model, per_head=per_head)
+    live_keys = [(i["block"], i["role"], i["head"], i["expert"], "shared_expert" in i["tensor"])
+                 for i in (layer.info for layer in live)]
+    assert sorted(live_keys) == sorted(table_keys(table))
+    by_key = dict(zip(table_keys(table), table.itertuples()))
+    for key, layer in zip(live_keys, live):
+        row = by_key[key]
+        assert layer.shape == (row.rows, row.cols), key
+        assert layer.np == pytest.approx(row.np, rel=1e-12), key
+        assert layer.scale == row.scale
+    assert live.mean_normalized_np == pytest.approx(table["normalized_np"].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["llama-gqa", "gpt2", "gpt-neox", "falcon"])
 def test_heads_of_a_tensor_stack_as_they_cut(arch: str, tmp_path: Path) -> None:
     """All heads of a tensor are measured in one call, from a stack: a view where they are consecutive rows (Llama's
-    q, k, v), else one copy of them all (o's columns, GPT-2's transposed Conv1D, NeoX's interleaved rows)."""
-    model, _ = tiny(arch)
-    model.save_pretrained(tmp_path / "ckpt")
-    _, units, _ = plan_units([tmp_path / "ckpt"], per_head=True)
+    q, k, v), else one copy of them all (o's columns, GPT-2's transposed Conv1D, interleaved and grouped rows)."""
+    tiny(arch).save_pretrained(tmp_path / "ckpt")
+    units = plan_units([tmp_path / "ckpt"], PlanOptions(per_head=True)).units
     roles = set()
-    for unit in (u for u in units if len(u.specs) > 1):
+    for unit in (u for u in units if len(u.specs) > 1 and all(s.head >= 0 for s in u.specs)):
         data = read_tensor(unit.tensor)
-        stack = cut_stack(data, unit.specs)
-        assert stack.shape == (len(unit.specs), unit.specs[0].rows, unit.specs[0].cols)
-        for k, spec in enumerate(unit.specs):
-            np.testing.assert_array_equal(stack[k], cut(data, spec))
-        role = unit.specs[0].role
-        rows_of_tensor = unit.specs[0].cut[:1] == ("rows",)
-        assert np.shares_memory(stack, data) == rows_of_tensor, (arch, role)
-        roles.add(role)
+        for role in {s.role for s in unit.specs}:
+            specs = [s for s in unit.specs if s.role == role]
+            stack = cut_stack(data, specs)
+            assert stack.shape == (len(specs), specs[0].rows, specs[0].cols)
+            for k, spec in enumerate(specs):
+                np.testing.assert_array_equal(stack[k], cut(data, spec))
+            assert np.shares_memory(stack, data) == (specs[0].cut[:1] == ("rows",)), (arch, role)
+            roles.add(role)
     assert {"q", "o"} <= roles
 
 
@@ -145,3 +325,10 @@ def test_heads_of_different_shapes_do_not_stack() -> None:
     tensor = np.arange(24.0).reshape(6, 4)
     specs = [MatrixSpec("w", 0, "q", 0, 2, 4, ("rows", 0, 2)), MatrixSpec("w", 0, "q", 1, 4, 4, ("rows", 2, 6))]
     assert cut_stack(tensor, specs) is None
+
+
+def test_embeddings_are_listed_only_on_request(tmp_path: Path) -> None:
+    tiny("llama-gqa").save_pretrained(tmp_path / "m")
+    default = {r["role"] for r in describe([tmp_path / "m"])}
+    assert "embed" not in default and "lm_head" not in default
+    assert {"embed", "lm_head"} <= {r["role"] for r in describe([tmp_path / "m"], include_embeddings=True)}

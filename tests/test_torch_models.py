@@ -20,7 +20,7 @@ def test_mlp_with_bias_equals_hand_built_reference_layout() -> None:
     model = mlp()
     by_hand = [npers.with_bias(model[i].weight.detach().numpy(), model[i].bias.detach().numpy()) for i in (0, 2)]
     assert by_hand[0].shape == (9, 6)
-    ours = npers.compute(model)
+    ours = npers.compute(model, bias=True)
     ref = npers.compute(by_hand)
     assert [layer.name for layer in ours] == ["0", "2"]
     assert [layer.shape for layer in ours] == [(9, 6), (7, 4)]
@@ -28,17 +28,20 @@ def test_mlp_with_bias_equals_hand_built_reference_layout() -> None:
     assert ours.mean_normalized_np == ref.mean_normalized_np
 
 
-def test_bias_false_uses_the_weights_alone() -> None:
+def test_by_default_the_weights_alone_as_a_checkpoint_is_measured() -> None:
+    """Without ``bias=True`` (the paper's convention) a model is measured as its checkpoint is: weights alone, in
+    ``nn.Linear``'s (out, in) orientation."""
     model = mlp()
-    ours = npers.compute(model, bias=False)
-    ref = npers.compute([model[0].weight.detach().numpy().T, model[2].weight.detach().numpy().T])
+    ours = npers.compute(model)
+    ref = npers.compute([model[0].weight.detach().numpy(), model[2].weight.detach().numpy()])
     np.testing.assert_array_equal(ours.np, ref.np)
-    assert [layer.shape for layer in ours] == [(8, 6), (6, 4)]
+    assert [layer.shape for layer in ours] == [(6, 8), (4, 6)]
+    np.testing.assert_array_equal(npers.compute(model, bias=False).np, ours.np)
 
 
 def test_layers_of_lists_skipped_modules_with_reasons() -> None:
     model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.BatchNorm1d(8))
-    entries = {e.name: e for e in npers.layers_of(model)}
+    entries = {e.name: e for e in npers.layers_of(model, bias=True)}
     assert entries["1"].measured and entries["1"].shape == (9, 8)
     assert not entries["0"].measured and "embedding" in entries["0"].reason
     assert not entries["2"].measured and "normalization" in entries["2"].reason
@@ -61,7 +64,7 @@ def test_no_measurable_layer_names_the_module_types() -> None:
 def test_multihead_attention_split_into_q_k_v() -> None:
     torch.manual_seed(1)
     attn = nn.MultiheadAttention(embed_dim=8, num_heads=2)
-    res = npers.compute(attn)
+    res = npers.compute(attn, bias=True)
     assert [layer.name for layer in res] == ["q", "k", "v", "out_proj"]
     w, b = attn.in_proj_weight.detach().numpy(), attn.in_proj_bias.detach().numpy()
     parts = [npers.with_bias(w[i * 8 : (i + 1) * 8], b[i * 8 : (i + 1) * 8]) for i in range(3)]
@@ -75,7 +78,7 @@ def test_hugging_face_conv1d_is_in_out() -> None:
     torch.manual_seed(2)
     layer = Conv1D(nf=5, nx=3)  # weight (3, 5): (in, out)
     nn.init.normal_(layer.bias)
-    res = npers.compute(nn.Sequential(layer))
+    res = npers.compute(nn.Sequential(layer), bias=True)
     assert res.layers[0].shape == (4, 5)
     ref = npers.compute([npers.with_bias(layer.weight.detach().numpy(), layer.bias.detach().numpy(), "in_out")])
     np.testing.assert_array_equal(res.np, ref.np)
@@ -83,8 +86,8 @@ def test_hugging_face_conv1d_is_in_out() -> None:
 
 def test_training_mode_and_dtype_do_not_matter() -> None:
     model = mlp()
-    a = npers.compute(model.train()).np
-    b = npers.compute(model.eval()).np
+    a = npers.compute(model.train(), bias=True).np
+    b = npers.compute(model.eval(), bias=True).np
     np.testing.assert_array_equal(a, b)
     half = npers.compute(mlp(bias=False).to(torch.bfloat16), bias=False)
     assert len(half) == 2
@@ -149,14 +152,14 @@ def test_exact_conv_equals_materialised_unrolled_matrix(conv: nn.Module, input_s
 def test_conv_modes_through_compute() -> None:
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-    exact = npers.compute(model, conv="exact", input_shape=(1, 6, 6))
+    exact = npers.compute(model, conv="exact", input_shape=(1, 6, 6), bias=True)
     assert exact.layers[0].shape == (1 * 36 + 1, 2 * 16)
     dense = npers.compute(
         [unrolled_matrix(model[0], (1, 6, 6), True),
          npers.with_bias(model[3].weight.detach().numpy(), model[3].bias.detach().numpy())]
     )
     np.testing.assert_allclose(exact.np, dense.np, rtol=1e-12)
-    kernel = npers.compute(model)  # default: the kernel as a dense proxy
+    kernel = npers.compute(model, bias=True)  # default: the kernel as a dense proxy
     assert kernel.layers[0].shape == (10, 2)
     with pytest.raises(ValueError, match="needs the input size"):
         npers.compute(model, conv="exact")

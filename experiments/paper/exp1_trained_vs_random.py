@@ -32,7 +32,7 @@ def run(args) -> pd.DataFrame:  # type: ignore[no-untyped-def]
         for kind, lr in (("trained", 0.5), ("diverging", DIVERGING_LR)):
             model = nn.Sequential(nn.Linear(784, 10))
             train_with_checks(model, data, epochs=p.epochs, lr=lr, optimizer="sgd", checks_per_epoch=1, seed=r)
-            rows.append({"run": r, "kind": kind, "normalized_np": npers.compute(model).mean_normalized_np})
+            rows.append({"run": r, "kind": kind, "normalized_np": npers.compute(model, bias=True).mean_normalized_np})
             if kind == "trained":
                 w = npers.with_bias(model[0].weight.detach().numpy(), model[0].bias.detach().numpy())
         rng = np.random.default_rng(1000 + r)

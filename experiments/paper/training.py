@@ -92,7 +92,7 @@ def train_with_checks(model: nn.Module, data: Dataset, *, epochs: int, lr: float
     records = []
 
     def check(epoch: float) -> None:
-        row = {"epoch": epoch, "mean_normalized_np": npers.compute(model).mean_normalized_np,
+        row = {"epoch": epoch, "mean_normalized_np": npers.compute(model, bias=True).mean_normalized_np,
                "val_loss": _loss(model, x_val, y_val), "test_acc": _accuracy(model, x_test, y_test)}
         if measure is not None:
             row.update(measure(model))

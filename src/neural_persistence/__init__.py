@@ -14,12 +14,12 @@ from .core import (
     PersistenceDiagram,
     TreeValues,
     bfloat16_bits,
-    compute,
     layer_diagram,
     layer_tree,
 )
 from .analysis import analyze, change_summary, load_table, trajectory
 from .core.bias import with_bias
+from .measure import compute
 from .sources.torch_modules import LayerEntry, layers_of
 from .training.early_stopping import Check, EarlyStopping, first_stop, stopping_decision
 

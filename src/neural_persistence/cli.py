@@ -46,24 +46,31 @@ def _table(title: str, frame: Any, digits: int = 4) -> Any:
 def _describe(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .analysis.analyze import describe, plan_units
+    from .analysis.analyze import plan_units
+    from .sources.plan import PlanOptions
 
-    rows = pd.DataFrame(describe(args.paths, args.per_head, args.include_embeddings))
-    _, _, problems = plan_units(args.paths, args.per_head, args.include_embeddings)
+    planned = plan_units(args.paths, PlanOptions(args.per_head, args.include_embeddings))
+    rows = pd.DataFrame(
+        [{"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
+          "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
+          "dtype": u.tensor.dtype} for u in planned.units for s in u.specs])
     console = _console()
+    for problem in planned.problems:
+        console.print(f"[yellow]note[/yellow] {problem.run}/{problem.checkpoint.name} {problem.tensor}: "
+                      f"{problem.message}")
     if rows.empty:
         console.print("nothing to measure")
         return 1
     first = rows[rows["checkpoint"] == rows["checkpoint"].iloc[0]]
     summary = (
-        first.groupby(["tensor", "block", "role", "rows", "cols", "dtype"], sort=False)["head"]
+        first.groupby(["tensor", "block", "role", "expert", "rows", "cols", "dtype"], sort=False)["head"]
         .agg(lambda h: len(h) if (h >= 0).any() else "-").reset_index().rename(columns={"head": "heads"})
     )
+    if (summary["expert"] < 0).all():
+        summary = summary.drop(columns="expert")
     console.print(_table(f"matrices of {rows['checkpoint'].iloc[0]} (one checkpoint shown)", summary))
     counts = rows.groupby(["run", "checkpoint", "step"], dropna=False).size().reset_index(name="matrices")
     console.print(_table("checkpoints", counts))
-    for run, ckpt, tensor, why in problems:
-        console.print(f"[yellow]note[/yellow] {run}/{ckpt.name} {tensor}: {why}")
     return 0
 
 
@@ -74,12 +81,16 @@ def _analyze(args: argparse.Namespace) -> int:
     console = _console()
     summary = analyze(args.paths, args.out, per_head=args.per_head, include_embeddings=args.include_embeddings,
                       workers=args.workers, scheduler=args.scheduler, progress=True)
-    path = export(args.out, args.format, normalization=args.normalization, per_head=args.per_head)
-    frame = load_table(args.out, normalization=args.normalization, per_head=args.per_head)
+    for note in summary.notes:
+        console.print(f"[yellow]note[/yellow] {note}")
+    options = {"per_head": args.per_head, "include_embeddings": args.include_embeddings}
+    path = export(args.out, args.format, normalization=args.normalization, **options)
+    frame = load_table(args.out, normalization=args.normalization, **options)
     table = frame.pivot_table(index=["run", "step", "checkpoint"], columns="role", values="normalized_np",
                               aggfunc="mean").reset_index().sort_values(["run", "step"])
     console.print(_table(f"mean normalized NP per role ({args.normalization} normalization)", table))
-    console.print(f"measured {summary.measured} tensors, {summary.skipped_done} already done; table: {path}")
+    console.print(f"measured {summary.measured} tensors, {summary.skipped_done} already done; "
+                  f"table: {path} ({len(frame)} matrices)")
     for ckpt, tensor, message in summary.errors:
         console.print(f"[red]error[/red] {ckpt} {tensor}: {message}")
     return 0

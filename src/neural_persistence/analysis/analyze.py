@@ -11,20 +11,23 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..core.compute import SPLIT_LAYER, layer_tree
 from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
 from ..core.weights import to_key_stack
 from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, prefetch_tensor, read_tensor, tensors_of
+from ..sources.plan import PlanOptions, plan
 from ..sources.safetensors_file import CorruptCheckpointError
-from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, cut_stack, plan_tensor, tensor_role
-from .store import Store, pack_tree
+from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, cut_stack
+from .store import MatrixResult, Store, pack_tree
 
-__all__ = ["AnalysisSummary", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
+__all__ = ["AnalysisSummary", "PlannedRuns", "Problem", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,30 @@ class Unit:
     tensor: TensorRef
     specs: tuple[MatrixSpec, ...]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.run, self.checkpoint.name, self.tensor.name)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something found while planning that keeps a tensor (or a file, or a config) from being measured as asked."""
+
+    run: str
+    checkpoint: Checkpoint
+    tensor: str
+    message: str
+
+
+@dataclass
+class PlannedRuns:
+    """What ``analyze`` will do: the runs (label -> resolved path), their checkpoints, the units, the problems."""
+
+    runs: dict[str, str] = field(default_factory=dict)
+    checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
 
 @dataclass
 class AnalysisSummary:
@@ -45,10 +72,7 @@ class AnalysisSummary:
     measured: int = 0
     skipped_done: int = 0
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint, tensor, message)
-
-
-def options_key(per_head: bool) -> str:
-    return f"per_head={int(per_head)}"
+    notes: list[str] = field(default_factory=list)  # a migrated database, ...
 
 
 def _heads(checkpoint: Checkpoint) -> HeadConfig:
@@ -58,47 +82,52 @@ def _heads(checkpoint: Checkpoint) -> HeadConfig:
 
 
 def plan_units(
-    paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False
-) -> tuple[list[tuple[str, Checkpoint]], list[Unit], list[tuple[str, Checkpoint, str, str]]]:
-    """Checkpoints (with their run), units to measure, and problems found while planning (run, ckpt, tensor, why)."""
-    runs, units, problems = [], [], []
-    names: set[str] = set()
+    paths: Sequence[str | Path], options: PlanOptions = PlanOptions(), known_runs: dict[str, str] | None = None,
+) -> PlannedRuns:
+    """Checkpoints (with their run), units to measure, and problems found while planning.
+
+    A run is identified by its resolved path: ``known_runs`` (resolved path -> label, from the database) keeps
+    its label across calls, and a new run whose folder name is already taken gets ``name-2``, ``name-3``, ..."""
+    planned = PlannedRuns()
+    labels = dict(known_runs or {})
+    taken = set(labels.values())
     for path in paths:
-        run = _unique(Path(path).resolve().name or "run", names)
+        resolved = str(Path(path).resolve())
+        run = labels.get(resolved) or _unique(Path(resolved).name or "run", taken)
+        labels[resolved] = run
+        planned.runs[run] = resolved
         for ckpt in find_checkpoints(path):
-            runs.append((run, ckpt))
-            try:
-                heads = _heads(ckpt)
-            except ValueError as err:
-                problems.append((run, ckpt, "config.json", f"{err}; attention matrices are measured whole"))
-                heads = HeadConfig(known_bad=True)
-            if per_head and not heads.known and not heads.known_bad:
-                problems.append((run, ckpt, "config.json", "no head counts known (no usable config.json): "
-                                 "attention matrices are measured whole"))
-            for tensor, shard in ckpt.missing.items():
-                problems.append((run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
-            for ref in _readable_tensors(run, ckpt, problems):
-                if len(ref.shape) != 2 or not ref.name.endswith("weight"):  # buffers such as position_ids
-                    continue
-                _, role = tensor_role(ref.name)
-                if role in ("embed", "lm_head") and not include_embeddings:
-                    continue
-                try:
-                    specs = plan_tensor(ref.name, ref.shape, heads, per_head)
-                except ValueError as err:
-                    problems.append((run, ckpt, ref.name, str(err)))
-                    continue
-                units.append(Unit(run, ckpt, ref, tuple(specs)))
-    return runs, units, problems
+            planned.checkpoints.append((run, ckpt))
+            _plan_checkpoint(run, ckpt, options, planned)
+    return planned
 
 
-def _readable_tensors(run: str, ckpt: Checkpoint, problems: list) -> list[TensorRef]:
+def _plan_checkpoint(run: str, ckpt: Checkpoint, options: PlanOptions, planned: PlannedRuns) -> None:
+    problems = planned.problems
+    try:
+        heads = _heads(ckpt)
+    except ValueError as err:
+        problems.append(Problem(run, ckpt, "config.json", f"{err}; attention matrices are measured whole"))
+        heads = HeadConfig(known_bad=True)
+    if options.per_head and not heads.known and not heads.known_bad:
+        problems.append(Problem(run, ckpt, "config.json", "no head counts known (no usable config.json): "
+                                "attention matrices are measured whole"))
+    for tensor, shard in ckpt.missing.items():
+        problems.append(Problem(run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
+    refs = {ref.name: ref for ref in _readable_tensors(run, ckpt, problems)}
+    result = plan(((ref.name, ref.shape) for ref in refs.values()), heads, options)
+    for tensor, message in result.problems:
+        problems.append(Problem(run, ckpt, tensor, message))
+    planned.units += [Unit(run, ckpt, refs[t.tensor], t.specs) for t in result.tensors]
+
+
+def _readable_tensors(run: str, ckpt: Checkpoint, problems: list[Problem]) -> list[TensorRef]:
     refs = []
     for file in ckpt.files:
         try:
             refs += tensors_of(file)
         except CorruptCheckpointError as err:
-            problems.append((run, ckpt, file.name, str(err)))
+            problems.append(Problem(run, ckpt, file.name, str(err)))
     return refs
 
 
@@ -111,20 +140,26 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[tuple]:
-    """Spanning-tree values of every matrix a tensor yields: (head, block, role, rows, cols, max_abs, tree).
+def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[MatrixResult]:
+    """Spanning-tree values of every matrix a tensor yields, in the order of ``specs``.
 
     ``parallel``: split big matrices over all cores (see :func:`layer_tree`). The heads of a tensor are measured
     together, in one call (see :mod:`~neural_persistence.core.stacked`)."""
     data = read_tensor(tensor)
-    labels = [f"{tensor.file}: tensor {tensor.name!r}" + (f" head {s.head}" if s.head >= 0 else "") for s in specs]
+    labels = [f"{tensor.file}: tensor {tensor.name!r}" + _matrix_label(s) for s in specs]
     stack = cut_stack(data, specs) if _heads_together(specs, parallel) else None
     if stack is not None:
         trees = tree_values_stack(to_key_stack(stack, labels[0]), labels)
     else:
         trees = [layer_tree(cut(data, spec), name=label, parallel=parallel) for spec, label in zip(specs, labels)]
     del data, stack
-    return [(s.head, s.block, s.role, s.rows, s.cols, t.max_abs, t.values) for s, t in zip(specs, trees)]
+    return [MatrixResult(s.role, s.head, s.expert, s.block, s.rows, s.cols, t.max_abs, t.values)
+            for s, t in zip(specs, trees)]
+
+
+def _matrix_label(spec: MatrixSpec) -> str:
+    return (f" expert {spec.expert}" if spec.expert >= 0 else "") + (f" {spec.role} head {spec.head}"
+                                                                      if spec.head >= 0 else "")
 
 
 def _heads_together(specs: Sequence[MatrixSpec], parallel: bool) -> bool:
@@ -135,7 +170,7 @@ def _heads_together(specs: Sequence[MatrixSpec], parallel: bool) -> bool:
 
 def _measure_packed(
     tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, prefetch: Sequence[TensorRef] = ()
-) -> list[tuple]:
+) -> list[MatrixResult]:
     """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes.
 
     ``prefetch``: tensors whose reading from the disk starts now (this one, or those measured soon after)."""
@@ -144,16 +179,19 @@ def _measure_packed(
             prefetch_tensor(ref)
         except (OSError, ValueError, KeyError):
             pass  # only a hint: the unit itself reports any problem with its file
-    return [(*row[:-1], pack_tree(row[-1])) for row in measure_unit(tensor, specs, parallel)]
+    return [replace(r, tree=pack_tree(r.tree)) if isinstance(r.tree, np.ndarray) else r
+            for r in measure_unit(tensor, specs, parallel)]
 
 
 def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
-    """What ``analyze`` would measure: one dict per matrix (run, checkpoint, step, tensor, block, role, head, shape)."""
-    _, units, _ = plan_units(paths, per_head, include_embeddings)
+    """What ``analyze`` would measure: one dict per matrix (run, checkpoint, step, tensor, block, role, head,
+    expert, shape, dtype). ``analyze`` stores exactly these matrices, one row each."""
+    planned = plan_units(paths, PlanOptions(per_head, include_embeddings))
     return [
         {"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
-         "block": s.block, "role": s.role, "head": s.head, "rows": s.rows, "cols": s.cols, "dtype": u.tensor.dtype}
-        for u in units for s in u.specs
+         "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
+         "dtype": u.tensor.dtype}
+        for u in planned.units for s in u.specs
     ]
 
 
@@ -173,7 +211,8 @@ def analyze(
     ----------
     paths
         Checkpoints: HF model directories, ``.safetensors`` files, or directories of checkpoints. Each path is
-        one run (named after it).
+        one run, identified by its resolved path and labelled with its folder's name (``name-2`` when another
+        run of the database has that name).
     out
         Output directory; holds the database. Running again computes only what is missing.
     per_head
@@ -186,32 +225,67 @@ def analyze(
         Address of a Dask scheduler (``tcp://host:8786``); workers read the tensors from the same paths.
     progress
         True for a progress bar on the terminal, or a callback ``(done, total, what)``.
+
+    Returns
+    -------
+    AnalysisSummary
+        Tensors measured and already done; every error, named by checkpoint and tensor.
+
+    Notes
+    -----
+    At the end, every tensor of the plan is checked to have exactly as many stored matrices as its plan has; a
+    tensor that has not is recorded as an error (and measured again by the next call), never left as a smaller
+    table.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"`workers` must be at least 1, got {workers}")
     summary = AnalysisSummary(Path(out))
-    options = options_key(per_head)
+    options = PlanOptions(per_head, include_embeddings)
+    key = options.key
     with _gc_skips_older_objects(), Store(out) as store:
-        runs, units, problems = plan_units(paths, per_head, include_embeddings)
-        for run, ckpt in runs:
+        if store.migrated:
+            summary.notes.append(store.migrated)
+        planned = plan_units(paths, options, store.run_labels())
+        for run, path in planned.runs.items():
+            store.add_run(run, path)
+        for run, ckpt in planned.checkpoints:
             store.add_checkpoint(run, ckpt.name, ckpt.step, ckpt.tokens, str(ckpt.path))
-        for run, ckpt, tensor, message in problems:
-            store.save_error(run, ckpt.name, tensor, options, message)
-            summary.errors.append((ckpt.name, tensor, message))
-        todo = [u for u in units if not store.is_done(u.run, u.checkpoint.name, u.tensor.name, options)]
-        summary.skipped_done = len(units) - len(todo)
+        failed: set[tuple[str, str, str]] = set()
+        for problem in planned.problems:
+            store.save_error(problem.run, problem.checkpoint.name, problem.tensor, key, problem.message)
+            summary.errors.append((problem.checkpoint.name, problem.tensor, problem.message))
+        complete = store.complete(key)
+        todo = [u for u in planned.units if complete.get(u.key) != len(u.specs)]
+        summary.skipped_done = len(planned.units) - len(todo)
         report = _progress(progress, len(todo))
         try:
             for unit, result in _execute(todo, workers, scheduler):
                 if isinstance(result, BaseException):
                     message = str(result) if _names_file(result, unit) else f"{unit.tensor.file}: tensor {unit.tensor.name!r}: {result}"
-                    store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, options, message)
+                    store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, key, message)
                     summary.errors.append((unit.checkpoint.name, unit.tensor.name, message))
+                    failed.add(unit.key)
                 else:
-                    store.save(unit.run, unit.checkpoint.name, unit.tensor.name, options, result)
+                    store.save(unit.run, unit.checkpoint.name, unit.tensor.name, key, result)
                     summary.measured += 1
                 report(f"{unit.checkpoint.name} {unit.tensor.name}")
         finally:
             report(None)
+        _check_complete(store, key, [u for u in planned.units if u.key not in failed], summary)
     return summary
+
+
+def _check_complete(store: Store, key: str, units: Sequence[Unit], summary: AnalysisSummary) -> None:
+    """Every measured tensor has exactly the matrices its plan has; a tensor that has not becomes an error."""
+    store.db.commit()
+    counts = store.stored_counts(key)
+    for unit in units:
+        stored = counts.get(unit.key, 0)
+        if stored != len(unit.specs):
+            message = (f"{unit.tensor.file}: tensor {unit.tensor.name!r}: {stored} matrices stored where the plan has "
+                       f"{len(unit.specs)}; its rows are dropped and it is measured again on the next run")
+            store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, key, message)
+            summary.errors.append((unit.checkpoint.name, unit.tensor.name, message))
 
 
 @contextmanager
@@ -250,7 +324,7 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
         hints = [[u.tensor] if i < workers else [] for i, u in enumerate(units)]
         for i in range(len(units) - workers):
             hints[i].append(units[i + workers].tensor)
-        futures: dict[Future[list[tuple]], Unit] = {
+        futures: dict[Future[list[MatrixResult]], Unit] = {
             pool.submit(_measure_packed, u.tensor, u.specs, parallel, h): u for u, h in zip(units, hints)
         }
         for future in as_completed(futures):

@@ -61,7 +61,7 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
     result.tables["role_changes"] = changes
     result.tables["first_changes"] = by_matrix.dropna(subset=["first_change"]).head(15)
-    with Store(out) as store:
+    with Store(out, write=False) as store:
         errors = store.errors()
     result.tables["errors"] = errors
     sections = [f"<h1>Neural persistence report</h1><p>{len(checkpoints)} checkpoints, "
@@ -97,15 +97,18 @@ def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plot
 
     pick = by_matrix.dropna(subset=["first_change"])
     row = (pick if len(pick) else by_matrix).iloc[0]
-    with Store(out) as store:
+    with Store(out, write=False) as store:
         tree = next((t for t in store.trees() if t.checkpoint == checkpoint and t.run == row["run"]
-                     and t.tensor == row["tensor"] and t.head == row["head"]), None)
+                     and t.tensor == row["tensor"] and t.role == row["role"] and t.head == row["head"]
+                     and t.expert == row["expert"]), None)
     if tree is None:
         return []
     scale = frame[(frame["checkpoint"] == checkpoint) & (frame["tensor"] == row["tensor"])
-                  & (frame["head"] == row["head"])]["scale"].iloc[0]
+                  & (frame["role"] == row["role"]) & (frame["head"] == row["head"])
+                  & (frame["expert"] == row["expert"])]["scale"].iloc[0]
     fig, ax = _pyplot().subplots(figsize=(5, 5))
-    label = f"block {tree.block} {tree.role}" + (f" head {tree.head}" if tree.head >= 0 else "")
+    label = (f"block {tree.block} {tree.role}" + (f" expert {tree.expert}" if tree.expert >= 0 else "")
+             + (f" head {tree.head}" if tree.head >= 0 else ""))
     plot_diagram(diagram_from_tree(tree.tree, float(scale)), title=f"{label} at {checkpoint}", ax=ax)
     return save(fig, plots / "diagram")
 

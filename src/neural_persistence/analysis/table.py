@@ -9,49 +9,49 @@ Normalizations, applied to the stored raw tree values (the tree does not depend 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.measures import check_p, diagram_from_tree, normalized_np
-from .store import DB_NAME, Store
+from ..sources.plan import PlanOptions
+from .store import Store
 
 __all__ = ["NORMALIZATIONS", "COLUMNS", "export", "load_table"]
 
 NORMALIZATIONS = ("global", "layer", "role")
-COLUMNS = ["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "rows", "cols", "np", "normalized_np",
-           "max_abs", "scale"]
+COLUMNS = ["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "expert", "rows", "cols", "np",
+           "normalized_np", "max_abs", "scale"]
 
 
 def load_table(
     out: str | Path, *, normalization: str = "global", p: float = 2.0, essential: bool = True,
-    per_head: bool | None = None,
+    per_head: bool | None = None, include_embeddings: bool | None = None,
 ) -> Any:
     """The tidy results table of the analysis in ``out`` as a pandas DataFrame (columns :data:`COLUMNS`).
 
-    ``per_head`` picks the per-head or the whole-matrix results when the folder holds both; by default the
-    per-head ones if present.
+    One row per measured matrix; ``head`` and ``expert`` are -1 where there is none. Results measured with
+    different options are never mixed: ``per_head`` and ``include_embeddings`` pick the analysis when the folder
+    holds several (by default the per-head one if present, then the one without embeddings).
     """
     import pandas as pd
 
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"`normalization` can be one of {NORMALIZATIONS}, got {normalization!r}")
     p = check_p(p)
-    if not (Path(out) / DB_NAME).is_file():
-        raise FileNotFoundError(f"{out}: no {DB_NAME} here; run `neural-persistence analyze ... --out {out}` first")
-    with Store(out) as store:
+    with Store(out, write=False) as store:
         sets = store.option_sets()
         if not sets:
             return pd.DataFrame(columns=COLUMNS)
-        wanted = "per_head=1" if (per_head or (per_head is None and "per_head=1" in sets)) else "per_head=0"
-        if wanted not in sets:
-            raise ValueError(f"{out} holds no results with {wanted}; it has {sets}")
+        wanted = _pick_options(sets, per_head, include_embeddings, out)
         trees = list(store.trees(wanted))
     frame = pd.DataFrame(
-        [(t.run, t.checkpoint, t.step, t.tokens, t.tensor, t.block, t.role, t.head, t.rows, t.cols, t.max_abs)
-         for t in trees],
-        columns=["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "rows", "cols", "max_abs"],
+        [(t.run, t.checkpoint, t.step, t.tokens, t.tensor, t.block, t.role, t.head, t.expert, t.rows, t.cols,
+          t.max_abs) for t in trees],
+        columns=["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "expert", "rows", "cols",
+                 "max_abs"],
     )
     if normalization == "global":
         scale = frame.groupby(["run", "checkpoint"])["max_abs"].transform("max")
@@ -76,14 +76,35 @@ def load_table(
     return frame[COLUMNS]
 
 
+def _pick_options(sets: list[str], per_head: bool | None, include_embeddings: bool | None, out: str | Path) -> str:
+    """The stored option set asked for (None: no preference): per head first, then without embeddings."""
+    def parse(key: str) -> dict[str, bool]:
+        return {k: v == "1" for k, v in (part.split("=") for part in key.split(";"))}
+
+    fits = [k for k in sets if (per_head is None or parse(k).get("per_head") == per_head)
+            and (include_embeddings is None or parse(k).get("embeddings") == include_embeddings)]
+    if not fits:
+        asked = PlanOptions(bool(per_head), bool(include_embeddings)).key
+        raise ValueError(f"{out} holds no results with {asked}; it has {sets}")
+    return sorted(fits, key=lambda k: (not parse(k).get("per_head"), parse(k).get("embeddings")))[0]
+
+
 def export(out: str | Path, fmt: str = "csv", **options: Any) -> Path:
-    """Write ``results.csv`` or ``results.parquet`` into ``out``; returns its path."""
+    """Write ``results.csv`` or ``results.parquet`` into ``out``; returns its path.
+
+    The file is written beside its final name and renamed over it, so a killed export or a full disk leaves the
+    previous table whole."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"`fmt` can be 'csv' or 'parquet', got {fmt!r}")
     frame = load_table(out, **options)
     path = Path(out) / f"results.{fmt}"
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if fmt == "csv":
+            frame.to_csv(partial, index=False)
+        else:
+            frame.to_parquet(partial, index=False)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

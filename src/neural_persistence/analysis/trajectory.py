@@ -36,7 +36,7 @@ def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) 
     path = Path(path)
     table_keys = {"normalization", "p", "essential"}
     table_options = {k: v for k, v in options.items() if k in table_keys}
-    if (path / DB_NAME).is_file():
+    if (path / DB_NAME).exists():
         return load_table(path, **table_options)
     target = Path(out) if out is not None else path / "neural-persistence"
     analyze([path], target, **{k: v for k, v in options.items() if k not in table_keys})
@@ -44,7 +44,8 @@ def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) 
 
 
 def role_trajectories(frame: Any) -> Any:
-    """Mean normalized NP per (run, role, step), over blocks and heads."""
+    """Mean normalized NP per (run, role, step), averaged over blocks, heads and experts (a mixture-of-experts
+    block's experts each count as one matrix of their role)."""
     return (
         frame.groupby(["run", "role", "step"], dropna=False)["normalized_np"].mean().reset_index()
         .sort_values(["run", "role", "step"])
@@ -74,7 +75,8 @@ def change_points(steps: np.ndarray, values: np.ndarray, penalty_scale: float = 
 def change_summary(frame: Any, by: str = "matrix", penalty_scale: float = 1.0) -> Any:
     """Change points of every series and when each series first changes, earliest first.
 
-    ``by="matrix"``: one series per (run, tensor, role, head); ``by="role"``: the role means.
+    ``by="matrix"``: one series per (run, tensor, role, head, expert); ``by="role"``: the role means (over
+    blocks, heads and experts).
     """
     pd = require("pandas", "plot")
     frame = frame.dropna(subset=["step"])
@@ -82,8 +84,8 @@ def change_summary(frame: Any, by: str = "matrix", penalty_scale: float = 1.0) -
         series = role_trajectories(frame).groupby(["run", "role"])
         keys = ["run", "role"]
     else:
-        series = frame.groupby(["run", "tensor", "block", "role", "head"])
-        keys = ["run", "tensor", "block", "role", "head"]
+        keys = [k for k in ("run", "tensor", "block", "role", "head", "expert") if k in frame.columns]
+        series = frame.groupby(keys)
     rows = []
     for key, group in series:
         points = change_points(group["step"].to_numpy(), group["normalized_np"].to_numpy(), penalty_scale)

@@ -1,4 +1,7 @@
-"""``compute``: neural persistence of a whole network, layers read in parallel threads."""
+"""``compute``: neural persistence of a list or dict of weight matrices, layers read in parallel threads.
+
+The engine knows matrices only; models (``torch.nn.Module``) are turned into matrices by
+:mod:`neural_persistence.sources` (``neural_persistence.compute`` accepts both)."""
 
 from __future__ import annotations
 
@@ -30,14 +33,11 @@ class NamedMatrix:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-def named_matrices(layers: Any, **options: Any) -> list[NamedMatrix]:
+def named_matrices(layers: Any) -> list[NamedMatrix]:
     """The matrices ``compute`` would measure, named: ``layer_0``, ... for a sequence, the keys of a mapping."""
-    if hasattr(layers, "named_modules"):  # a torch.nn.Module, through the torch adapter
-        from ..sources.torch_modules import module_matrices
-
-        return module_matrices(layers, **options)
-    if options:
-        raise TypeError(f"options {sorted(options)} only apply to torch modules, got {type(layers).__name__}")
+    if hasattr(layers, "named_modules"):
+        raise TypeError("a torch module is measured by neural_persistence.compute (through its sources); "
+                        "neural_persistence.core.compute takes a list or dict of matrices")
     if isinstance(layers, NamedMatrix):
         return [layers]
     if isinstance(layers, Mapping):
@@ -96,7 +96,6 @@ def compute(
     p: float = 2.0,
     normalization: str = "global",
     essential: bool = True,
-    **source_options: Any,
 ) -> NetworkResult:
     """Neural persistence of every layer of a network (Rieck et al., ICLR 2019).
 
@@ -104,7 +103,7 @@ def compute(
     ----------
     layers
         A list or dict of 2-D weight matrices (numpy arrays of any float or integer dtype, CPU torch tensors,
-        :func:`bfloat16_bits`), or a ``torch.nn.Module`` (see :func:`layers_of`).
+        :func:`bfloat16_bits`), or :class:`NamedMatrix` records.
     p
         Order of the norm over the persistence diagram, 1 <= p <= inf.
     normalization
@@ -112,8 +111,6 @@ def compute(
         ``"layer"``: each layer divided by its own max |w|.
     essential
         Count the essential point (1, 0), as the reference code does; ``False`` gives the textbook definition.
-    **source_options
-        Options of the torch adapter (``bias``, ``include``, ``exclude``, ``conv``, ``input_shape``).
 
     Returns
     -------
@@ -136,7 +133,7 @@ def compute(
     p = check_p(p)
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"`normalization` can be one of {NORMALIZATIONS}, got {normalization!r}")
-    items = named_matrices(layers, **source_options)
+    items = named_matrices(layers)
     trees = _trees(items)
     if normalization == "global":
         w_max = max(t.max_abs for t in trees)

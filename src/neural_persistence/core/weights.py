@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BFloat16Bits", "Keys", "bfloat16_bits", "to_key_stack", "to_keys"]
+__all__ = ["BFloat16Bits", "Keys", "as_array", "bfloat16_bits", "to_key_stack", "to_keys"]
 
 _FLOAT_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -35,6 +35,8 @@ def bfloat16_bits(bits: Any) -> BFloat16Bits:
     arr = np.asarray(bits)
     if arr.dtype.itemsize != 2 or arr.dtype.kind not in "ui":
         raise TypeError(f"bfloat16 bits must be a 16-bit integer array, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:  # bits stored big-endian: the patterns are read as native integers
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return BFloat16Bits(arr.view(np.uint16))
 
 
@@ -126,14 +128,25 @@ def to_key_stack(x: Any, name: str = "layers") -> Keys:
     return _key_view(np.ascontiguousarray(arr), bf16, (int(arr.shape[1]), int(arr.shape[2])), False)
 
 
-def _numeric(x: Any, name: str) -> tuple[np.ndarray, bool]:
-    """The array behind ``x`` (torch tensors and bfloat16 bits viewed, not copied) and whether it holds bfloat16."""
+def as_array(x: Any, name: str = "layer") -> np.ndarray | BFloat16Bits:
+    """``x`` as a numpy array, or :class:`BFloat16Bits` for bfloat16 (torch tensors viewed, not copied)."""
     if _is_torch(x):
-        x = _from_torch(x, name)
+        return _from_torch(x, name)
+    return x if isinstance(x, BFloat16Bits) else np.asarray(x)
+
+
+def _numeric(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    """The array behind ``x`` (torch tensors and bfloat16 bits viewed, not copied) and whether it holds bfloat16.
+
+    Data in the other byte order (``>f4`` on a little-endian machine) is converted once: the kernels compare
+    the bit patterns as native integers."""
+    x = as_array(x, name)
     bf16 = isinstance(x, BFloat16Bits)
-    arr = x.bits if bf16 else np.asarray(x)
+    arr = x.bits if bf16 else x
     if not bf16 and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, as used by JAX
         arr, bf16 = arr.view(np.uint16), True
+    if not arr.dtype.isnative and arr.dtype.kind in "fiu":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr, bf16
 
 
@@ -145,6 +158,9 @@ def _check_values(arr: np.ndarray, name: str) -> None:
         raise TypeError(f"layer {name!r} has complex weights ({arr.dtype}); neural persistence needs real weights")
     if kind not in "fiu" or arr.dtype == np.bool_:
         raise TypeError(f"layer {name!r} has unsupported dtype {arr.dtype}; use a float or integer array")
+    if kind == "f" and arr.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"layer {name!r} has dtype {arr.dtype} ({8 * arr.dtype.itemsize} bits); use float16, "
+                        "bfloat16, float32 or float64 (for example .astype(np.float64))")
 
 
 def _key_view(arr: np.ndarray, bf16: bool, shape: tuple[int, int], transposed: bool) -> Keys:

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..core.compute import compute
+from ..measure import compute
 
 __all__ = ["Check", "EarlyStopping", "first_stop", "stopping_decision"]
 

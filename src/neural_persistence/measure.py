@@ -1,0 +1,72 @@
+"""``compute`` for everything a user holds: weight matrices, or a model whose matrices the sources plan.
+
+The engine (:mod:`neural_persistence.core`) measures matrices; a ``torch.nn.Module`` is first turned into its
+matrices by :func:`~neural_persistence.sources.torch_modules.module_matrices`, through the same planner that
+checkpoint analysis uses (so NP logged during training equals the analysis of the saved checkpoint).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core.compute import compute as compute_matrices
+from .core.results import NetworkResult
+
+__all__ = ["compute"]
+
+
+def compute(
+    layers: Any,
+    *,
+    p: float = 2.0,
+    normalization: str = "global",
+    essential: bool = True,
+    **source_options: Any,
+) -> NetworkResult:
+    """Neural persistence of every layer of a network (Rieck et al., ICLR 2019).
+
+    Parameters
+    ----------
+    layers
+        A list or dict of 2-D weight matrices (numpy arrays of any float or integer dtype and byte order, CPU
+        torch tensors, :func:`bfloat16_bits`), or a ``torch.nn.Module`` (see :func:`layers_of` for what is
+        measured).
+    p
+        Order of the norm over the persistence diagram, 1 <= p <= inf.
+    normalization
+        ``"global"``: edge values |w| / w_max with w_max over all layers passed in (the paper's choice);
+        ``"layer"``: each layer divided by its own max |w|.
+    essential
+        Count the essential point (1, 0), as the reference code does; ``False`` gives the textbook definition.
+    **source_options
+        For a torch module: ``per_head``, ``include_embeddings``, ``bias`` (default False; True folds biases in
+        as the paper does for plain MLPs), ``include``, ``exclude``, ``conv``, ``input_shape``,
+        ``example_input``.
+
+    Returns
+    -------
+    NetworkResult
+        Per-layer diagram, NP and normalized NP; ``mean_normalized_np``; ``to_frame()``.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite weights, non-2-D or empty matrices, an all-zero network, ``p < 1``, or an unknown
+        ``normalization``; the message names the layer.
+    TypeError
+        For source options given with plain matrices, and for unsupported dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np, neural_persistence as npers
+    >>> rng = np.random.default_rng(0)
+    >>> res = npers.compute([rng.normal(size=(784, 650)), rng.normal(size=(650, 10))])
+    >>> round(res.mean_normalized_np, 3)  # doctest: +SKIP
+    """
+    if hasattr(layers, "named_modules"):  # a torch.nn.Module
+        from .sources.torch_modules import module_matrices
+
+        layers = module_matrices(layers, **source_options)
+    elif source_options:
+        raise TypeError(f"options {sorted(source_options)} only apply to torch modules, got {type(layers).__name__}")
+    return compute_matrices(layers, p=p, normalization=normalization, essential=essential)
