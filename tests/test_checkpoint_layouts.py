@@ -332,3 +332,29 @@ def test_embeddings_are_listed_only_on_request(tmp_path: Path) -> None:
     default = {r["role"] for r in describe([tmp_path / "m"])}
     assert "embed" not in default and "lm_head" not in default
     assert {"embed", "lm_head"} <= {r["role"] for r in describe([tmp_path / "m"], include_embeddings=True)}
+
+
+def test_report_of_a_mixture_of_experts_run_shows_each_expert(tmp_path: Path) -> None:
+    """Per-role trajectories average over experts (and say so); each expert has its own change-point series and
+    its own cell in the per-expert heatmap of the last checkpoint."""
+    from neural_persistence.analysis.trajectory import change_summary, role_trajectories
+
+    model = tiny("mixtral")
+    for step in (0, 10, 20):
+        with torch.no_grad():
+            model.model.layers[0].mlp.experts.gate_up_proj[1].mul_(1.5)  # one expert moves
+        model.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    assert (out / "plots" / "experts_last.png").stat().st_size > 10_000
+    assert "Experts at the last checkpoint" in (out / "report.html").read_text()
+    table = npers.load_table(out)
+    means = role_trajectories(table)
+    gate = table[(table["role"] == "mlp_gate") & (table["step"] == 20)]
+    assert len(gate) == 2 * 3  # two blocks of three experts
+    got = means[(means["role"] == "mlp_gate") & (means["step"] == 20)]["normalized_np"].iloc[0]
+    assert got == pytest.approx(gate["normalized_np"].mean(), rel=1e-12)
+    series = change_summary(table)
+    assert len(series) == len(table[table["step"] == 0])  # one series per matrix, experts apart
+    assert set(series[series["role"] == "mlp_gate"]["expert"]) == {0, 1, 2}

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import neural_persistence as npers
 from neural_persistence.analysis.analyze import describe, measure_unit, plan_units
+from neural_persistence.sources.plan import PlanOptions
 from neural_persistence.analysis.table import load_table
 from neural_persistence.demo.corpus import CorpusMissingError, load_kjv
 
@@ -71,11 +72,12 @@ def test_checkpoints_load_back_with_roles_and_heads(demo_out: Path) -> None:
     assert {(r["rows"], r["cols"]) for r in first if r["role"] == "q"} == {(32, 128)}
     assert {(r["rows"], r["cols"]) for r in first if r["role"] == "o"} == {(128, 32)}
     weights = load_file(demo_out / "run" / "checkpoint-20" / "model.safetensors")
-    _, units, _ = plan_units([demo_out / "run" / "checkpoint-20"], per_head=True)
+    units = plan_units([demo_out / "run" / "checkpoint-20"], PlanOptions(per_head=True)).units
     unit = next(u for u in units if u.tensor.name == "model.layers.2.self_attn.o_proj.weight")
     head = measure_unit(unit.tensor, unit.specs)[3]
     by_hand = weights["model.layers.2.self_attn.o_proj.weight"].numpy()[:, 96:128]
-    np.testing.assert_array_equal(head[-1], npers.layer_tree(by_hand).values)
+    assert (head.role, head.head) == ("o", 3)
+    np.testing.assert_array_equal(head.tree, npers.layer_tree(by_hand).values)
 
 
 def test_corpus_error_says_how_to_install(tmp_path: Path) -> None:

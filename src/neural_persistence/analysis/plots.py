@@ -10,7 +10,8 @@ import numpy as np
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["compare_runs", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot", "save"]
+__all__ = ["compare_runs", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
+           "save"]
 
 
 def _pyplot() -> Any:
@@ -53,7 +54,7 @@ def plot_diagram(diagram: PersistenceDiagram, title: str = "", path: str | Path 
     return ax
 
 
-ROLE_ORDER = ("q", "k", "v", "o", "qkv", "mlp_gate", "mlp_up", "mlp_down", "embed", "lm_head", "other")
+ROLE_ORDER = ("q", "k", "v", "o", "qkv", "mlp_gate", "mlp_up", "mlp_down", "router", "embed", "lm_head", "other")
 
 
 def _roles(frame: Any) -> list[str]:
@@ -123,7 +124,9 @@ def role_trajectory_plot(frame: Any, changes: Any = None, x: str = "step") -> An
                     ax.axvline(step, color=f"C{j}", ls=":", lw=1, alpha=0.7)
     ax.set_xlabel(x)
     ax.set_ylabel("mean normalized NP")
-    ax.set_title("neural persistence per role" + (" (dotted: change points)" if changes is not None else ""))
+    experts = "expert" in frame and (frame["expert"] >= 0).any()
+    ax.set_title("neural persistence per role, mean over blocks, heads" + (" and experts" if experts else "")
+                 + (" (dotted: change points)" if changes is not None else ""), fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return fig
 
@@ -151,6 +154,33 @@ def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
     fig.suptitle(f"per-head normalized NP at {checkpoint}")
+    return fig
+
+
+def experts_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
+    """Normalized NP of every expert at one checkpoint: block (rows) x expert (columns), one panel per MLP role,
+    on one colour scale (so that the experts of a block can be told apart, where role means mix them)."""
+    plt = _pyplot()
+    data = frame[(frame["checkpoint"] == checkpoint) & (frame["expert"] >= 0)]
+    if run is not None:
+        data = data[data["run"] == run]
+    roles = [r for r in _roles(data)]
+    if not roles:
+        raise ValueError(f"no experts at checkpoint {checkpoint!r}: not a mixture-of-experts model")
+    fig, axes = plt.subplots(1, len(roles), figsize=(3.2 * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
+    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
+    image = None
+    for ax, role in zip(axes[0], roles):
+        grid = data[data["role"] == role].pivot_table(index="block", columns="expert", values="normalized_np")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="cividis")
+        ax.set_title(role)
+        ax.set_xlabel("expert")
+        ax.set_xticks(range(grid.shape[1]), [str(e) for e in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
+    axes[0][0].set_ylabel("block")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
+    fig.suptitle(f"per-expert normalized NP at {checkpoint}")
     return fig
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plots import compare_runs, heads_heatmap, layer_heatmap, role_trajectory_plot, save
+from .plots import compare_runs, experts_heatmap, heads_heatmap, layer_heatmap, role_trajectory_plot, save
 from .store import Store
 from .table import load_table
 from .trajectory import change_summary, role_trajectories
@@ -56,6 +56,9 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     if has_heads:
         for label, ckpt in (("first", checkpoints[0]), ("last", checkpoints[-1])):
             result.figures += save(heads_heatmap(frame, ckpt), plots / f"heads_{label}")
+    has_experts = (frame["expert"] >= 0).any()
+    if has_experts:
+        result.figures += save(experts_heatmap(frame, checkpoints[-1]), plots / "experts_last")
     result.figures += _diagram_figure(out, frame, by_matrix, checkpoints[-1], plots)
     last = frame[frame["checkpoint"] == checkpoints[-1]]
     result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
@@ -77,6 +80,10 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     if has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
             f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
+    if has_experts:
+        sections.append("<h2>Experts at the last checkpoint</h2><p>Per-role trajectories above average over the "
+                        "experts of each block; here each expert is shown apart.</p>" + "".join(
+            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "experts_last"))
     sections.append("<h2>A persistence diagram</h2>" + "".join(
         f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
