@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean corpus
+.PHONY: demo test test-fast bench clean corpus
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ demo: $(INSTALL) corpus
 test: $(STAMP) corpus
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The inner loop: mypy and the tests not marked slow.
+test-fast: $(STAMP) corpus
+	$(PY) -m mypy
+	$(PY) -m pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/kernel.py

@@ -242,24 +242,25 @@ def table_keys(table: pd.DataFrame) -> list[Key]:
 
 
 def save(model: torch.nn.Module, folder: Path, storage: str) -> Path:
-    if storage == "sharded-bf16":
-        model = model.to(torch.bfloat16)
+    """``storage``: "single" or "sharded", then "f32" or "bf16" (the model is converted in place)."""
+    if storage.endswith("bf16"):
+        model.to(torch.bfloat16)
+    if storage.startswith("sharded"):
         model.save_pretrained(folder, max_shard_size="20KB")
         assert (folder / "model.safetensors.index.json").is_file()
     else:
         model.save_pretrained(folder)
+        assert not (folder / "model.safetensors.index.json").exists()
     return folder
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["whole", "per-head"])
-@pytest.mark.parametrize("storage", ["single-f32", "sharded-bf16"])
+@pytest.mark.parametrize("storage", ["single-f32", "single-bf16", "sharded-f32", "sharded-bf16"])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_cli_table_has_every_matrix_equal_to_the_oracle(arch: str, storage: str, per_head: bool, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     model = tiny(arch)
     ckpt = save(model, tmp_path / "ckpt", storage)
-    if storage == "sharded-bf16":
-        model = model.to(torch.bfloat16)
     expected = oracle_table(expected_matrices(arch, model, per_head))
     args = ["analyze", str(ckpt), "--out", str(tmp_path / "out")] + (["--per-head"] if per_head else [])
     assert main(args) == 0
@@ -358,3 +359,12 @@ def test_report_of_a_mixture_of_experts_run_shows_each_expert(tmp_path: Path) ->
     series = change_summary(table)
     assert len(series) == len(table[table["step"] == 0])  # one series per matrix, experts apart
     assert set(series[series["role"] == "mlp_gate"]["expert"]) == {0, 1, 2}
+
+
+def test_cli_describe_lists_experts_and_the_router(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny("qwen2-moe").save_pretrained(tmp_path / "moe")
+    assert main(["describe", str(tmp_path / "moe")]) == 0
+    printed = capsys.readouterr().out
+    assert "expert" in printed and "router" in printed and "shared_expert_gate" in printed
+    rows = describe([tmp_path / "moe"])
+    assert {r["expert"] for r in rows if r["role"] == "mlp_down"} == {-1, 0, 1, 2}  # -1: the shared expert

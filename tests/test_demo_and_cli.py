@@ -75,3 +75,14 @@ def test_cli_describe_analyze_report_compare(tmp_path: Path) -> None:
     bad = subprocess.run([*exe, "analyze", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file or directory" in bad.stderr
+
+
+def test_core_imports_nothing_of_the_layers_above() -> None:
+    """Layers point one way: the engine imports nothing of sources, analysis or training."""
+    import ast
+
+    core = Path(npers.__file__).parent / "core"
+    for path in core.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                assert (node.module or "").split(".")[0] not in ("sources", "analysis", "training", "measure"), path
