@@ -21,47 +21,13 @@ from ..core.compute import SPLIT_LAYER, layer_tree
 from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
 from ..core.weights import to_key_stack
-from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, prefetch_tensor, read_tensor, tensors_of
-from ..sources.plan import PlanOptions, plan
-from ..sources.safetensors_file import CorruptCheckpointError
-from ..sources.transformer_layout import HeadConfig, MatrixSpec, cut, cut_stack
+from ..sources.checkpoints import TensorRef, prefetch_tensor, read_tensor
+from ..sources.plan import PlanOptions
+from ..sources.transformer_layout import MatrixSpec, cut, cut_stack
+from .planning import PlannedRuns, Problem, Unit, plan_units
 from .store import MatrixResult, Store, pack_tree
 
 __all__ = ["AnalysisSummary", "PlannedRuns", "Problem", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One tensor of one checkpoint of one run, and the matrices it yields."""
-
-    run: str
-    checkpoint: Checkpoint
-    tensor: TensorRef
-    specs: tuple[MatrixSpec, ...]
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.run, self.checkpoint.name, self.tensor.name)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something found while planning that keeps a tensor (or a file, or a config) from being measured as asked."""
-
-    run: str
-    checkpoint: Checkpoint
-    tensor: str
-    message: str
-
-
-@dataclass
-class PlannedRuns:
-    """What ``analyze`` will do: the runs (label -> resolved path), their checkpoints, the units, the problems."""
-
-    runs: dict[str, str] = field(default_factory=dict)
-    checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
-    units: list[Unit] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -73,71 +39,6 @@ class AnalysisSummary:
     skipped_done: int = 0
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint, tensor, message)
     notes: list[str] = field(default_factory=list)  # a migrated database, ...
-
-
-def _heads(checkpoint: Checkpoint) -> HeadConfig:
-    if checkpoint.config is None:
-        return HeadConfig()
-    return HeadConfig.from_config(checkpoint.config, str(checkpoint.path / "config.json"))
-
-
-def plan_units(
-    paths: Sequence[str | Path], options: PlanOptions = PlanOptions(), known_runs: dict[str, str] | None = None,
-) -> PlannedRuns:
-    """Checkpoints (with their run), units to measure, and problems found while planning.
-
-    A run is identified by its resolved path: ``known_runs`` (resolved path -> label, from the database) keeps
-    its label across calls, and a new run whose folder name is already taken gets ``name-2``, ``name-3``, ..."""
-    planned = PlannedRuns()
-    labels = dict(known_runs or {})
-    taken = set(labels.values())
-    for path in paths:
-        resolved = str(Path(path).resolve())
-        run = labels.get(resolved) or _unique(Path(resolved).name or "run", taken)
-        labels[resolved] = run
-        planned.runs[run] = resolved
-        for ckpt in find_checkpoints(path):
-            planned.checkpoints.append((run, ckpt))
-            _plan_checkpoint(run, ckpt, options, planned)
-    return planned
-
-
-def _plan_checkpoint(run: str, ckpt: Checkpoint, options: PlanOptions, planned: PlannedRuns) -> None:
-    problems = planned.problems
-    try:
-        heads = _heads(ckpt)
-    except ValueError as err:
-        problems.append(Problem(run, ckpt, "config.json", f"{err}; attention matrices are measured whole"))
-        heads = HeadConfig(known_bad=True)
-    if options.per_head and not heads.known and not heads.known_bad:
-        problems.append(Problem(run, ckpt, "config.json", "no head counts known (no usable config.json): "
-                                "attention matrices are measured whole"))
-    for tensor, shard in ckpt.missing.items():
-        problems.append(Problem(run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
-    refs = {ref.name: ref for ref in _readable_tensors(run, ckpt, problems)}
-    result = plan(((ref.name, ref.shape) for ref in refs.values()), heads, options)
-    for tensor, message in result.problems:
-        problems.append(Problem(run, ckpt, tensor, message))
-    planned.units += [Unit(run, ckpt, refs[t.tensor], t.specs) for t in result.tensors]
-
-
-def _readable_tensors(run: str, ckpt: Checkpoint, problems: list[Problem]) -> list[TensorRef]:
-    refs = []
-    for file in ckpt.files:
-        try:
-            refs += tensors_of(file)
-        except CorruptCheckpointError as err:
-            problems.append(Problem(run, ckpt, file.name, str(err)))
-    return refs
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, i = name, 1
-    while candidate in taken:
-        i += 1
-        candidate = f"{name}-{i}"
-    taken.add(candidate)
-    return candidate
 
 
 def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[MatrixResult]:
