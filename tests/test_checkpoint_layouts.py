@@ -187,6 +187,8 @@ ARCHS: dict[str, Arch] = {
     "bert": Arch(lambda: tf.BertModel(tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=4, intermediate_size=48,
                                                     max_position_embeddings=16)), bert),
+    "openai-gpt": Arch(lambda: tf.OpenAIGPTLMHeadModel(tf.OpenAIGPTConfig(n_embd=32, n_layer=2, n_head=4,
+                                                                         n_positions=16, vocab_size=64)), gpt2),
     "mixtral": moe_family(tf.MixtralConfig, tf.MixtralForCausalLM, kv=2, num_local_experts=3),
     "olmoe": moe_family(tf.OlmoeConfig, tf.OlmoeForCausalLM, kv=4, num_experts=3),
     "qwen2-moe": moe_family(tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM, kv=2, num_experts=3, moe_intermediate_size=24,
@@ -196,7 +198,7 @@ ARCHS: dict[str, Arch] = {
 
 def tiny(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = ARCHS[arch].build()
+    model = ARCHS[arch].build() if arch in ARCHS else EXTRA[arch]()
     with torch.no_grad():  # spread the weights so that ties and the global maximum differ between matrices
         for p in model.parameters():
             p.mul_(1 + torch.rand_like(p))
@@ -277,7 +279,9 @@ def test_cli_table_has_every_matrix_equal_to_the_oracle(arch: str, storage: str,
     assert len(describe([ckpt], per_head=per_head)) == len(table)  # what describe lists is what the table holds
 
 
-LIVE = ["llama-gqa", "gpt2", "gpt-neox", "falcon", "phi3", "bert", "mixtral", "qwen2-moe"]
+LIVE = ["llama-gqa", "gpt2", "openai-gpt", "gpt-neox", "falcon", "phi3", "bert", "mixtral", "qwen2-moe", "t5"]
+EXTRA = {"t5": lambda: tf.T5Model(tf.T5Config(vocab_size=64, d_model=32, d_kv=8, num_heads=4, num_layers=2, d_ff=48,
+                                              decoder_start_token_id=0))}  # tied embeddings, relative positions
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["whole", "per-head"])
@@ -290,10 +294,17 @@ def test_a_live_model_is_measured_as_its_saved_checkpoint(arch: str, per_head: b
     npers.analyze([tmp_path / "ckpt"], tmp_path / "out", per_head=per_head)
     table = npers.load_table(tmp_path / "out")
     live = npers.compute(model, per_head=per_head)
-    live_keys = [(i["block"], i["role"], i["head"], i["expert"], "shared_expert" in i["tensor"])
-                 for i in (layer.info for layer in live)]
-    assert sorted(live_keys) == sorted(table_keys(table))
-    by_key = dict(zip(table_keys(table), table.itertuples()))
+    def key(info: dict) -> tuple:
+        """Live and saved names agree but for experts and routers (``mlp.experts.gate_up_proj`` is written as
+        ``block_sparse_moe.experts.E.w1``, ``mlp.gate`` as ``block_sparse_moe.gate``)."""
+        named = info["expert"] < 0 and info["role"] != "router"
+        return (info["block"], info["role"], info["head"], info["expert"], "shared_expert" in info["tensor"],
+                info["tensor"] if named else "")
+
+    live_keys = [key(layer.info) for layer in live]
+    saved_keys = [key(row._asdict()) for row in table.itertuples()]
+    assert len(set(live_keys)) == len(live_keys) and sorted(live_keys) == sorted(saved_keys)
+    by_key = dict(zip(saved_keys, table.itertuples()))
     for key, layer in zip(live_keys, live):
         row = by_key[key]
         assert layer.shape == (row.rows, row.cols), key

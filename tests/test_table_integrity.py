@@ -186,3 +186,54 @@ def test_cli_layers_prints_the_true_max_of_a_big_endian_file(tmp_path: Path, cap
     np.savez(tmp_path / "be.npz", layer=x)
     assert main(["layers", str(tmp_path / "be.npz")]) == 0
     assert "2.71" in capsys.readouterr().out
+
+
+def test_a_checkpoint_saved_again_under_the_same_name_is_measured_again(tmp_path: Path) -> None:
+    run, out = tiny_gpt2(tmp_path / "run", seed=1), tmp_path / "o"
+    npers.analyze([run], out)
+    tiny_gpt2(run, seed=2)  # the trainer overwrote the checkpoint
+    summary = npers.analyze([run], out)
+    assert summary.measured == 8 and summary.skipped_done == 0
+    npers.analyze([tiny_gpt2(tmp_path / "fresh" / "run", seed=2)], tmp_path / "fresh-out")
+    np.testing.assert_array_equal(npers.load_table(out)["np"], npers.load_table(tmp_path / "fresh-out")["np"])
+
+
+def test_a_config_that_cuts_differently_with_as_many_matrices_is_measured_again(tmp_path: Path) -> None:
+    """Fewer, wider heads change how GPT-NeoX's interleaved query_key_value is cut into q, k and v (three matrices
+    either way): stale rows must not pass as complete."""
+    torch.manual_seed(0)
+    cfg = tf.GPTNeoXConfig(vocab_size=64, hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                           intermediate_size=64, bos_token_id=0, eos_token_id=0)
+    tf.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path / "run")
+    out = tmp_path / "o"
+    npers.analyze([tmp_path / "run"], out)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["num_attention_heads"] = 2
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    summary = npers.analyze([tmp_path / "run"], out)
+    assert summary.measured == 2 and summary.skipped_done == 6 and summary.errors == []  # the two fused tensors
+    npers.analyze([tmp_path / "run"], tmp_path / "fresh")
+    np.testing.assert_array_equal(npers.load_table(out)["np"], npers.load_table(tmp_path / "fresh")["np"])
+
+
+def test_a_tensor_in_two_files_of_a_checkpoint_is_reported_not_dropped(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    run = tiny_gpt2(tmp_path / "run")
+    weights = load_file(run / "model.safetensors")
+    save_file({k: v * 2 for k, v in weights.items()}, run / "model-ema.safetensors")
+    summary = npers.analyze([run], tmp_path / "o")
+    duplicates = [m for _, t, m in summary.errors if "model-ema.safetensors" in t]
+    assert len(duplicates) == len([k for k in weights if k.endswith("weight") and weights[k].ndim == 2
+                                   and "wte" not in k and "wpe" not in k])
+    assert all("is in both" in m and "model.safetensors" in m for m in duplicates)
+    assert summary.measured == 8 and len(npers.load_table(tmp_path / "o")) == 12
+
+
+def test_trajectory_returns_the_analysis_asked_for(tmp_path: Path) -> None:
+    run, out = tiny_gpt2(tmp_path / "run"), tmp_path / "o"
+    npers.analyze([run], out, per_head=True)
+    npers.analyze([run], out)
+    assert (npers.trajectory(out, per_head=False)["head"] == -1).all()
+    assert (npers.trajectory(out, per_head=True)["head"] >= 0).any()
+    assert (npers.trajectory(run, out=tmp_path / "t")["head"] == -1).all()

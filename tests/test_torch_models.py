@@ -183,3 +183,34 @@ def test_approx_conv_error_table() -> None:
     non_overlapping = [r for r in rows if r[0].startswith("Conv2d(2, 2, kernel_size=(2, 2), stride=(2, 2)")]
     assert non_overlapping[0][3] < 1e-12
     assert isinstance(conv_matrix(CONVS[0][0], "c", "approx", CONVS[0][1], True), UnrolledConv)
+
+
+def test_multihead_attention_with_its_own_kdim_names_q_k_v_and_filters_them() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.MultiheadAttention(embed_dim=8, num_heads=2, kdim=5, vdim=6))
+    names = [layer.name for layer in npers.compute(model)]
+    assert names == ["0.q", "0.k", "0.v", "0.out_proj"]
+    assert [layer.name for layer in npers.compute(model, exclude="0.v")] == ["0.q", "0.k", "0.out_proj"]
+    assert [layer.name for layer in npers.compute(model, include="0.q")] == ["0.q"]
+
+
+def test_a_config_with_head_counts_per_stage_warns_and_measures_whole() -> None:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = tf.SegformerModel(tf.SegformerConfig(hidden_sizes=[8, 16, 16, 16], num_attention_heads=[1, 2, 2, 2],
+                                                 depths=[1, 1, 1, 1], decoder_hidden_size=16))
+    with pytest.warns(UserWarning, match=r"num_attention_heads must be a positive integer, got \[1, 2, 2, 2\]"):
+        result = npers.compute(model, per_head=True)
+    assert len(result) > 0 and all(layer.info.get("head", -1) == -1 for layer in result)
+
+
+def test_fused_experts_in_an_unknown_layout_are_left_out_with_a_reason() -> None:
+    from neural_persistence.sources.plan import PlanOptions, plan
+    from neural_persistence.sources.transformer_layout import HeadConfig
+
+    name = "model.layers.0.feed_forward.experts.gate_up_proj"  # Llama 4 stores it (experts, hidden, 2 x inter)
+    result = plan([(name, (2, 8, 12))], HeadConfig(model_type="llama4", hidden=8), PlanOptions())
+    assert result.tensors == [] and "layout is not known for model type 'llama4'" in result.problems[0][1]
+    known = plan([(name, (2, 12, 8))], HeadConfig(model_type="mixtral", hidden=8), PlanOptions())
+    assert [s.role for s in known.tensors[0].specs] == ["mlp_gate", "mlp_up"] * 2

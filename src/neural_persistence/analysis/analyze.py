@@ -156,7 +156,7 @@ def analyze(
             store.save_error(problem.run, problem.checkpoint.name, problem.tensor, key, problem.message)
             summary.errors.append((problem.checkpoint.name, problem.tensor, problem.message))
         complete = store.complete(key)
-        todo = [u for u in planned.units if complete.get(u.key) != len(u.specs)]
+        todo = [u for u in planned.units if complete.get(u.key) != u.signature]
         summary.skipped_done = len(planned.units) - len(todo)
         report = _progress(progress, len(todo))
         try:
@@ -167,7 +167,7 @@ def analyze(
                     summary.errors.append((unit.checkpoint.name, unit.tensor.name, message))
                     failed.add(unit.key)
                 else:
-                    store.save(unit.run, unit.checkpoint.name, unit.tensor.name, key, result)
+                    store.save(unit.run, unit.checkpoint.name, unit.tensor.name, key, result, unit.signature)
                     summary.measured += 1
                 report(f"{unit.checkpoint.name} {unit.tensor.name}")
         finally:

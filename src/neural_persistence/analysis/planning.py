@@ -8,6 +8,8 @@ rest is planned.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,20 @@ class Unit:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.run, self.checkpoint.name, self.tensor.name)
+
+    @functools.cached_property
+    def signature(self) -> str:
+        """What the stored results of this unit must have been measured from: the tensor (dtype, shape, and its
+        file's size and modification time, so a checkpoint saved again under the same name is measured again)
+        and every matrix's cut (so a changed config that cuts differently, with as many matrices, is too)."""
+        try:
+            stat = self.tensor.file.stat()
+            file = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            file = (-1, -1)
+        cuts = [(s.role, s.head, s.expert, s.rows, s.cols, s.cut) for s in self.specs]
+        text = repr((self.tensor.dtype, self.tensor.shape, file, cuts))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -93,10 +109,21 @@ def _plan_checkpoint(run: str, ckpt: Checkpoint, options: PlanOptions, planned: 
                                 "attention matrices are measured whole"))
     for tensor, shard in ckpt.missing.items():
         problems.append(Problem(run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
-    refs = {ref.name: ref for ref in _readable_tensors(run, ckpt, problems)}
+    refs: dict[str, TensorRef] = {}
+    repeated: list[TensorRef] = []
+    for ref in _readable_tensors(run, ckpt, problems):
+        if ref.name in refs:
+            repeated.append(ref)
+        else:
+            refs[ref.name] = ref
     result = plan(((ref.name, ref.shape) for ref in refs.values()), heads, options)
     for tensor, message in result.problems:
         problems.append(Problem(run, ckpt, tensor, message))
+    measured = {t.tensor for t in result.tensors}
+    for ref in (r for r in repeated if r.name in measured):  # one row per tensor name: the copy cannot be stored
+        problems.append(Problem(run, ckpt, f"{ref.name} ({ref.file.name})",
+                                f"tensor {ref.name!r} is in both {refs[ref.name].file} and {ref.file}; measured "
+                                f"from {refs[ref.name].file.name} only (analyse the other file on its own)"))
     planned.units += [Unit(run, ckpt, refs[t.tensor], t.specs) for t in result.tensors]
 
 

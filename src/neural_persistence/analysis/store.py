@@ -4,8 +4,9 @@ What is stored is each matrix's raw spanning-tree values (|w|, exact: in the nar
 float64 that holds them exactly) and its max |w|: the tree does not depend on the normalization, so any
 normalization (global, per layer, per role) and any p is applied when the table is read. Results are committed
 at least every ``COMMIT_SECONDS``, a tensor's rows together with its completion mark (which records how many
-matrices its plan has), so a run killed at any point loses at most the last moments of work, which a rerun
-computes again.
+matrices its plan has, and a signature of the plan and of the tensor's file), so a run killed at any point loses
+at most the last moments of work, which a rerun computes again, and a checkpoint saved again under the same name
+is measured again.
 
 A matrix is keyed by run, checkpoint, tensor, role, head, expert and the options that change what is measured
 (``per_head``, ``embeddings``): everything that tells two matrices apart, so that the q, k and v cut from one
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS trees (
     block INTEGER, rows INTEGER, cols INTEGER, max_abs REAL, tree BLOB,
     PRIMARY KEY (run, checkpoint, tensor, role, head, expert, options));
 CREATE TABLE IF NOT EXISTS done (
-    run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, planned INTEGER, error TEXT,
+    run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, planned INTEGER, signature TEXT, error TEXT,
     PRIMARY KEY (run, checkpoint, tensor, options));
 """
 
@@ -116,25 +117,26 @@ class Store:
         if version is not None and version > SCHEMA_VERSION:
             raise OldSchemaError(f"{self.path}: written by a newer version of neural-persistence (schema {version}, "
                                  f"this one reads {SCHEMA_VERSION}); upgrade the package")
+        if version == 1 and not write:
+            raise OldSchemaError(
+                f"{self.path}: written by an older version of neural-persistence (schema 1), whose table can lack "
+                "the q and k matrices of fused attention tensors; measure again with "
+                f"`neural-persistence analyze RUN ... --out {self.out}` (the old results are replaced)")
+        if not write:
+            return
+        self.db.execute("PRAGMA page_size=16384")  # a tree fills a few pages, not dozens (new databases only)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL skips the fsync per commit: a killed process loses nothing committed (only a power
+        # failure could cost the last transactions), and commits stay cheap.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        # One transaction: a migration killed half-way leaves the old database as it was.
+        drop = "DROP TABLE IF EXISTS trees; DROP TABLE IF EXISTS done; DROP TABLE IF EXISTS meta;" if version == 1 else ""
+        self.db.executescript(
+            f"BEGIN; {drop} {_SCHEMA} INSERT OR REPLACE INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); "
+            f"INSERT OR REPLACE INTO meta VALUES ('app', '{_APP}'); COMMIT;")
         if version == 1:
-            if not write:
-                raise OldSchemaError(
-                    f"{self.path}: written by an older version of neural-persistence (schema 1), whose table can lack "
-                    "the q and k matrices of fused attention tensors; measure again with "
-                    f"`neural-persistence analyze RUN ... --out {self.out}` (the old results are replaced)")
-            self.db.executescript("DROP TABLE IF EXISTS trees; DROP TABLE IF EXISTS done; DROP TABLE IF EXISTS meta;")
             self.migrated = (f"{self.path}: written by an older version (schema 1, whose key could not tell the q, k "
                              "and v of a fused tensor apart); its results were dropped and are measured again")
-        if write:
-            self.db.execute("PRAGMA page_size=16384")  # a tree fills a few pages, not dozens (new databases only)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # With WAL, NORMAL skips the fsync per commit: a killed process loses nothing committed (only a power
-            # failure could cost the last transactions), and commits stay cheap.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('app', ?)", (_APP,))
-            self.db.commit()
 
     def _schema_version(self) -> int | None:
         """The schema of an existing database (None for a new, empty file); ValueError for a foreign one."""
@@ -177,17 +179,17 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", (run, checkpoint, step, tokens, path))
         self.db.commit()
 
-    def complete(self, options: str) -> dict[tuple[str, str, str], int]:
-        """(run, checkpoint, tensor) -> matrices planned, for every tensor marked done without error whose stored
-        matrices number as many as its plan had. A tensor with fewer rows than planned is not complete."""
+    def complete(self, options: str) -> dict[tuple[str, str, str], str]:
+        """(run, checkpoint, tensor) -> the plan's signature, for every tensor marked done without error whose
+        stored matrices number as many as its plan had. A tensor with fewer rows than planned is not complete."""
         rows = self.db.execute(
-            "SELECT d.run, d.checkpoint, d.tensor, d.planned FROM done d JOIN "
+            "SELECT d.run, d.checkpoint, d.tensor, d.signature FROM done d JOIN "
             "(SELECT run, checkpoint, tensor, COUNT(*) AS n FROM trees WHERE options = ? "
             " GROUP BY run, checkpoint, tensor) t "
             "ON d.run = t.run AND d.checkpoint = t.checkpoint AND d.tensor = t.tensor "
             "WHERE d.options = ? AND d.error IS NULL AND d.planned = t.n",
             (options, options))
-        return {(run, ckpt, tensor): planned for run, ckpt, tensor, planned in rows}
+        return {(run, ckpt, tensor): signature for run, ckpt, tensor, signature in rows}
 
     def stored_counts(self, options: str) -> dict[tuple[str, str, str], int]:
         """(run, checkpoint, tensor) -> number of matrices stored."""
@@ -195,8 +197,10 @@ class Store:
                                "GROUP BY run, checkpoint, tensor", (options,))
         return {(run, ckpt, tensor): n for run, ckpt, tensor, n in rows}
 
-    def save(self, run: str, checkpoint: str, tensor: str, options: str, results: Iterable[MatrixResult]) -> None:
-        """All matrices of one tensor, and its completion mark, in the same transaction."""
+    def save(self, run: str, checkpoint: str, tensor: str, options: str, results: Iterable[MatrixResult],
+             signature: str = "") -> None:
+        """All matrices of one tensor, and its completion mark (with the signature of its plan), in the same
+        transaction."""
         values = [(run, checkpoint, tensor, r.role, r.head, r.expert, options, r.block, r.rows, r.cols, r.max_abs,
                    r.tree if isinstance(r.tree, bytes) else pack_tree(r.tree))
                   for r in results]
@@ -210,15 +214,15 @@ class Store:
                 "INSERT INTO trees VALUES " + ", ".join([_ROW] * len(chunk)),
                 [field for row in chunk for field in row],
             )
-        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?, NULL)",
-                        (run, checkpoint, tensor, options, len(values)))
+        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                        (run, checkpoint, tensor, options, len(values), signature))
         self._commit_soon()
 
     def save_error(self, run: str, checkpoint: str, tensor: str, options: str, message: str) -> None:
         """A tensor that could not be measured: its message, and none of its rows."""
         self.db.execute("DELETE FROM trees WHERE run=? AND checkpoint=? AND tensor=? AND options=?",
                         (run, checkpoint, tensor, options))
-        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL, ?)",
+        self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL, NULL, ?)",
                         (run, checkpoint, tensor, options, message))
         self._commit_soon()
 

@@ -28,19 +28,23 @@ def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) 
     ``path`` is either an analysis output directory (holding ``results.sqlite``) or a run's checkpoint
     directory, which is then analysed first into ``out`` (default ``<path>/neural-persistence``; what is
     already there is reused). ``options`` go to :func:`~neural_persistence.analysis.table.load_table`
-    (``normalization``, ``p``, ``essential``) and, for a run, to ``analyze`` (``per_head``, ...).
+    (``normalization``, ``p``, ``essential``; ``per_head`` and ``include_embeddings`` pick the analysis) and, for
+    a run, to ``analyze`` (``per_head``, ...).
     """
     from .analyze import analyze
     from .table import load_table
 
     path = Path(path)
     table_keys = {"normalization", "p", "essential"}
-    table_options = {k: v for k, v in options.items() if k in table_keys}
+    table_options: dict[str, Any] = {k: v for k, v in options.items() if k in table_keys}
+    # The analysis asked for, not another one kept in the same folder.
+    selection: dict[str, Any] = {k: bool(options[k]) for k in ("per_head", "include_embeddings") if k in options}
     if (path / DB_NAME).exists():
-        return load_table(path, **table_options)
+        return load_table(path, **table_options, **selection)
     target = Path(out) if out is not None else path / "neural-persistence"
     analyze([path], target, **{k: v for k, v in options.items() if k not in table_keys})
-    return load_table(target, **table_options)
+    selection = {"per_head": bool(options.get("per_head")), "include_embeddings": bool(options.get("include_embeddings"))}
+    return load_table(target, **table_options, **selection)
 
 
 def role_trajectories(frame: Any) -> Any:

@@ -94,7 +94,8 @@ def _weight_files(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
         shards = sorted({path / f for f in weight_map.values()})
         missing = {t: path / f for t, f in weight_map.items() if not (path / f).is_file()}
         return [s for s in shards if s.is_file()], missing
-    files = sorted(path.glob("*.safetensors"))
+    # model.safetensors first: where another file (an EMA copy, an adapter) repeats a tensor, the model's is measured
+    files = sorted(path.glob("*.safetensors"), key=lambda f: (f.name != "model.safetensors", f.name))
     if files:
         return files, {}
     bins = sorted(path.glob("pytorch_model*.bin"))

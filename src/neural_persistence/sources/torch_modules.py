@@ -19,6 +19,8 @@ listed as skipped, with the reason.
 from __future__ import annotations
 
 import fnmatch
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -211,21 +213,28 @@ class _Entry:
 
 
 def _head_config(model: Any) -> HeadConfig:
-    """The attention geometry of a transformers model's ``config`` (none for a plain torch module)."""
+    """The attention geometry of a transformers model's ``config`` (none for a plain torch module). A config whose
+    head counts cannot be used (a list per stage, as SegFormer's) leaves attention whole, with a warning, as
+    checkpoint analysis does."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return HeadConfig()
-    return HeadConfig.from_config(config.to_dict(), f"{type(model).__name__}.config")
+    try:
+        return HeadConfig.from_config(config.to_dict(), f"{type(model).__name__}.config")
+    except ValueError as err:
+        warnings.warn(f"{err}; attention matrices are measured whole", stacklevel=4)
+        return HeadConfig(known_bad=True)
 
 
-def _matrix_name(module: str, spec: MatrixSpec, specs: Sequence[MatrixSpec]) -> str:
-    """The module's name for its only matrix; else with the expert, role and head that tell its matrices apart."""
-    if len(specs) == 1:
+def _matrix_name(module: str, spec: MatrixSpec, specs: Sequence[MatrixSpec], shared_module: bool) -> str:
+    """The module's name for its only matrix; else with the expert, role and head that tell its matrices apart
+    (``shared_module``: the module has other tensors, as nn.MultiheadAttention's q, k and v with their own kdim)."""
+    if len(specs) == 1 and not shared_module:
         return module
     parts = [module] if module else []
     if spec.expert >= 0:
         parts.append(f"expert{spec.expert}")
-    if len({s.role for s in specs}) > 1:
+    if len({s.role for s in specs}) > 1 or shared_module:
         parts.append(spec.role)
     if spec.head >= 0:
         parts.append(f"head{spec.head}")
@@ -238,11 +247,11 @@ def _planned_entries(weights: list[_Weight], heads: HeadConfig, options: PlanOpt
                    in_out={w.tensor: w.in_out for w in weights},
                    bias_columns=frozenset(w.tensor for w in weights if w.bias_folded),
                    roles={w.tensor: "embed" for w in weights if "Embedding" in w.module_type})
-    if planned.problems:
-        tensor, message = planned.problems[0]
-        raise ValueError(message)
+    for _, message in planned.problems:  # left out, as checkpoint analysis records them, and said
+        warnings.warn(f"{message}; left out", stacklevel=4)
     specs = {t.tensor: t.specs for t in planned.tensors}
-    skipped = dict(planned.skipped)
+    skipped = dict(planned.skipped) | dict(planned.problems)
+    per_module = Counter(w.module for w in weights)
     out: dict[str, list] = {}
     for w in weights:
         if w.tensor in skipped:
@@ -257,7 +266,7 @@ def _planned_entries(weights: list[_Weight], heads: HeadConfig, options: PlanOpt
                 matrix = BFloat16Bits(matrix.bits.T) if isinstance(matrix, BFloat16Bits) else matrix.T
             info = {"module": w.module_type, "tensor": w.tensor, "block": spec.block, "role": spec.role,
                     "head": spec.head, "expert": spec.expert}
-            name = _matrix_name(w.module, spec, specs[w.tensor])
+            name = _matrix_name(w.module, spec, specs[w.tensor], per_module[w.module] > 1)
             shape = (matrix.bits if isinstance(matrix, BFloat16Bits) else matrix).shape
             rows.append(_Entry(LayerEntry(name, w.module_type, tuple(shape), True), matrix, info, w.module))
         out[w.tensor] = rows
@@ -296,11 +305,11 @@ def _entries(
             info = {"module": item.module_type, "block": role[0], "role": role[1]} if item.measured else {}
             entries.append(_Entry(item, mat, info, item.name))
     out = []
-    for e in entries:
-        if include is not None and not _matches(e.module, include):
+    for e in entries:  # patterns match the module's name or the matrix's (``attn.q``)
+        if include is not None and not (_matches(e.module, include) or _matches(e.entry.name, include)):
             e = _Entry(LayerEntry(e.entry.name, e.entry.module_type, e.entry.shape, False, "not matched by include"),
                        None, {}, e.module)
-        elif _matches(e.module, exclude):
+        elif _matches(e.module, exclude) or _matches(e.entry.name, exclude):
             e = _Entry(LayerEntry(e.entry.name, e.entry.module_type, e.entry.shape, False, "matched by exclude"),
                        None, {}, e.module)
         out.append(e)

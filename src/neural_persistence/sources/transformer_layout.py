@@ -46,8 +46,8 @@ _EXPERT = re.compile(r"(?:^|\.)experts\.(\d+)\.")
 _FUSED_EXPERTS = re.compile(r"(?:^|\.)experts\.(gate_up_proj|down_proj)$")  # transformers 5, live modules
 # First match wins: attention.output.dense (o) before output.dense (mlp_down); routers before MLP gates.
 _RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("embed", re.compile(r"(embed_tokens|wte|wpe|embed_in|word_embeddings|position_embeddings|"
-                         r"token_type_embeddings|embed_positions)\.weight$")),
+    ("embed", re.compile(r"(embed_tokens|wte|wpe|embed_in|embed_positions|[a-z_]*embeddings?|[a-z_]*_embed|"
+                         r"relative_attention_bias)\.weight$|(^|\.)shared\.weight$")),
     ("lm_head", re.compile(r"(^|\.)(lm_head|embed_out)\.weight$")),
     ("router", re.compile(r"((block_sparse_moe|mlp|moe)\.gate|shared_expert_gate|router(\.classifier|\.layer)?)"
                           r"\.weight$")),
@@ -62,12 +62,20 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("mlp_down", re.compile(r"(down_proj|mlp\.c_proj|dense_4h_to_h|output\.dense|fc2|w2|wo)\.weight$|"
                             r"experts\.down_proj$")),
 ]
-# Fused [q | k | v] of equal thirds whatever the heads: split even without a config (no grouped-query attention).
-_EQUAL_THIRDS = re.compile(r"(c_attn\.weight|in_proj_weight)$")
-_STORED_IN_OUT = re.compile(r"(c_attn|attn\.c_proj|c_fc|mlp\.c_proj)\.weight$")  # GPT-2 Conv1D
-_IN_OUT_MODEL_TYPES = ("gpt2",)  # model types whose c_* maps are Conv1D; gpt_bigcode's are nn.Linear
+# nn.MultiheadAttention's fused input projection: [q | k | v] of equal thirds by definition, split without a config.
+_EQUAL_THIRDS = re.compile(r"in_proj_weight$")
+_STORED_IN_OUT = re.compile(r"(c_attn|attn\.c_proj|c_fc|mlp\.c_proj)\.weight$")  # GPT-2 style Conv1D
+_LINEAR_C_MODEL_TYPES = ("gpt_bigcode",)  # model types whose c_* maps are nn.Linear, stored (out, in)
+#: How each model type's fused qkv orders its rows, as its modeling code reads them. A fused tensor of another
+#: model type (CodeGen's [q, v, k] groups, InternLM2's wqkv, ...) is kept whole, one ``qkv`` row, not cut by a guess.
+FUSED_QKV_LAYOUTS = {"gpt2": "blocks", "openai-gpt": "blocks", "imagegpt": "blocks", "decision_transformer": "blocks",
+                     "gpt_neox": "interleaved", "bloom": "interleaved", "phi3": "blocks", "mpt": "blocks",
+                     "falcon": "from the config"}
+#: Model types whose live modules keep experts in 3-D tensors (experts x [gate | up] x hidden, experts x hidden x
+#: intermediate), checked against their modeling code; Llama 4 and GPT-OSS store them (experts, in, out).
+FUSED_EXPERTS_MODEL_TYPES = ("mixtral", "olmoe", "qwen2_moe")
 _HEAD_FIELDS = {
-    "hidden": ("hidden_size", "n_embd", "d_model"),
+    "hidden": ("hidden_size", "n_embd", "n_embed", "d_model"),
     "heads": ("num_attention_heads", "n_head", "n_heads"),
     "kv_heads": ("num_key_value_heads", "num_kv_heads", "kv_n_heads"),
     "head_dim": ("head_dim",),
@@ -89,9 +97,9 @@ def _field(config: dict[str, Any], names: tuple[str, ...], source: str) -> int |
 class HeadConfig:
     """Attention geometry from ``config.json``; absent fields stay None.
 
-    ``qkv_layout`` says how a fused ``query_key_value`` tensor orders its rows: ``"interleaved"`` (per head
-    [q_h, k_h, v_h]), ``"grouped"`` (Falcon's new architecture: per key/value head its queries, then k, v) or
-    ``"blocks"`` ([q | k | v])."""
+    ``qkv_layout`` says how a fused qkv tensor orders its rows: ``"interleaved"`` (per head [q_h, k_h, v_h]),
+    ``"grouped"`` (Falcon's new architecture: per key/value head its queries, then k, v), ``"blocks"``
+    ([q | k | v]), or ``""`` when the model type's layout is not known (the tensor is then kept whole)."""
 
     model_type: str = ""
     hidden: int | None = None
@@ -99,7 +107,7 @@ class HeadConfig:
     kv_heads: int | None = None
     head_dim: int | None = None
     known_bad: bool = False  # a config was there but unusable (already reported)
-    qkv_layout: str = "interleaved"
+    qkv_layout: str = ""
 
     @classmethod
     def from_config(cls, config: Any, source: str = "config.json") -> HeadConfig:
@@ -111,14 +119,14 @@ class HeadConfig:
         heads = _field(config, _HEAD_FIELDS["heads"], source)
         head_dim = _field(config, _HEAD_FIELDS["head_dim"], source)
         kv = _field(config, _HEAD_FIELDS["kv_heads"], source)
-        layout = "interleaved"
+        layout = FUSED_QKV_LAYOUTS.get(model_type, "")
         if model_type == "falcon":
             if config.get("new_decoder_architecture"):
                 layout = "grouped"
             elif config.get("multi_query", True):
                 layout, kv = "blocks", 1
             else:
-                kv = heads
+                layout, kv = "interleaved", heads
         kv = kv or heads
         if heads and hidden and not head_dim:
             if hidden % heads:
@@ -182,7 +190,7 @@ def is_fused_experts(name: str, shape: tuple[int, ...]) -> bool:
 
 def stored_in_out(name: str, heads: HeadConfig) -> bool:
     """Whether a tensor is stored (in, out), as GPT-2's ``Conv1D`` does."""
-    if heads.model_type and heads.model_type not in _IN_OUT_MODEL_TYPES:
+    if heads.model_type in _LINEAR_C_MODEL_TYPES:
         return False
     return bool(_STORED_IN_OUT.search(name))
 
@@ -211,6 +219,7 @@ def plan_tensor(
     block, named_role = tensor_role(name)
     role = role or named_role
     if is_fused_experts(name, shape):
+        _check_fused_experts(name, shape, role, heads)
         specs = []
         for e in range(shape[0]):
             for s in _plan_matrix(name, block, role, (shape[1], shape[2]), heads, per_head, (), bias_column):
@@ -230,6 +239,16 @@ def plan_tensor(
     if len(set(keys)) != len(keys):  # the database tells matrices apart by these keys; never let two collide
         raise ValueError(f"tensor {name!r}: the plan gives two matrices the same (role, head, expert)")
     return specs
+
+
+def _check_fused_experts(name: str, shape: tuple[int, ...], role: str, heads: HeadConfig) -> None:
+    """A 3-D tensor of experts is cut only in the layout known to be right for its model type."""
+    hidden_axis = 2 if role == "gate_up" else 1
+    if heads.model_type not in FUSED_EXPERTS_MODEL_TYPES or heads.hidden not in (None, shape[hidden_axis]):
+        raise ValueError(
+            f"tensor {name!r}: a 3-D tensor of experts {shape} whose layout is not known for model type "
+            f"{heads.model_type or '(none)'!r} (known: {', '.join(FUSED_EXPERTS_MODEL_TYPES)}, stored experts x out x "
+            "in); not measured")
 
 
 def _plan_matrix(name: str, block: int, role: str, out_in: tuple[int, int], heads: HeadConfig, per_head: bool,
@@ -267,13 +286,15 @@ def _plan_matrix(name: str, block: int, role: str, out_in: tuple[int, int], head
 
 def _split_fused(name: str, block: int, out_dim: int, in_dim: int, heads: HeadConfig, per_head: bool,
                  orient: tuple[Any, ...]) -> list[MatrixSpec]:
+    layout = heads.qkv_layout
+    if not layout:
+        return [MatrixSpec(name, block, "qkv", -1, out_dim, in_dim, orient)]
     hd, nq, nkv = heads.head_dim or 0, heads.heads or 0, heads.kv_heads or heads.heads or 0
     if out_dim != (nq + 2 * nkv) * hd:
         raise ValueError(
             f"tensor {name!r}: fused qkv has {out_dim} outputs, but the config's heads give "
             f"({nq} + 2 x {nkv}) x {hd} = {(nq + 2 * nkv) * hd}"
         )
-    layout = heads.qkv_layout if "query_key_value" in name else "blocks"
     if layout == "interleaved" and nq != nkv:
         raise ValueError(f"tensor {name!r}: rows interleaved per head need as many key/value heads as query "
                          f"heads, the config gives {nq} and {nkv}")
