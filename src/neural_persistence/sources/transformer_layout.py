@@ -5,10 +5,11 @@ stores ``(in, out)`` and is viewed transposed; the graph is the same either way,
 one convention). Per head: the rows of q, k or v that produce head h (``head_dim x hidden``) and the columns of o
 that read head h (``hidden x head_dim``).
 
-Fused tensors are always split into the maps they hold (when the config gives the head counts):
+Fused tensors are split into the maps they hold when the config gives the head counts and the model type is
+one whose layout is known (:data:`FUSED_QKV_LAYOUTS`); another model type's fused qkv stays one ``qkv`` matrix:
 
 ==========================  ==============================================================================
-``c_attn`` (GPT-2)          ``Conv1D`` (in, out); outputs [q | k | v]
+``c_attn`` (GPT-2, GPT)     ``Conv1D`` (in, out); outputs [q | k | v]
 ``qkv_proj`` (Phi-3),       rows [q | k | v], grouped-query sizes (q: heads x head_dim, k and v:
 ``Wqkv`` (MPT)              kv_heads x head_dim)
 ``query_key_value``         rows interleaved per head, [q_h, k_h, v_h] for each head h (GPT-NeoX / Pythia,
@@ -68,9 +69,8 @@ _STORED_IN_OUT = re.compile(r"(c_attn|attn\.c_proj|c_fc|mlp\.c_proj)\.weight$") 
 _LINEAR_C_MODEL_TYPES = ("gpt_bigcode",)  # model types whose c_* maps are nn.Linear, stored (out, in)
 #: How each model type's fused qkv orders its rows, as its modeling code reads them. A fused tensor of another
 #: model type (CodeGen's [q, v, k] groups, InternLM2's wqkv, ...) is kept whole, one ``qkv`` row, not cut by a guess.
-FUSED_QKV_LAYOUTS = {"gpt2": "blocks", "openai-gpt": "blocks", "imagegpt": "blocks", "decision_transformer": "blocks",
-                     "gpt_neox": "interleaved", "bloom": "interleaved", "phi3": "blocks", "mpt": "blocks",
-                     "falcon": "from the config"}
+FUSED_QKV_LAYOUTS = {"gpt2": "blocks", "openai-gpt": "blocks", "gpt_neox": "interleaved", "bloom": "interleaved",
+                     "phi3": "blocks", "mpt": "blocks", "falcon": "from the config"}
 #: Model types whose live modules keep experts in 3-D tensors (experts x [gate | up] x hidden, experts x hidden x
 #: intermediate), checked against their modeling code; Llama 4 and GPT-OSS store them (experts, in, out).
 FUSED_EXPERTS_MODEL_TYPES = ("mixtral", "olmoe", "qwen2_moe")
