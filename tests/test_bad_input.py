@@ -81,3 +81,24 @@ def test_meta_and_sparse_tensors() -> None:
 def test_bfloat16_bits_must_be_16_bit() -> None:
     with pytest.raises(TypeError, match="16-bit integer array"):
         npers.bfloat16_bits(np.ones((2, 2), dtype=np.float32))
+
+
+def test_weak_errors_of_the_core_api_name_the_layer() -> None:
+    with pytest.raises(TypeError, match=r"layer 'layer_0' has dtype float128 \(128 bits\); use float16"):
+        npers.compute([np.ones((3, 2), dtype=np.longdouble)])
+    with pytest.raises(ValueError, match=r"layer 'ragged' cannot be read as a 2-D matrix"):
+        npers.compute({"ragged": [[1.0, 2.0], [3.0]]})
+    with pytest.raises(TypeError, match=r"layer 'm' is a masked array, whose mask neural persistence would ignore"):
+        npers.compute({"m": np.ma.masked_array(np.ones((3, 2)), mask=[[0, 1], [0, 0], [0, 0]])})
+    with pytest.raises(TypeError, match=r"layer 'c' has complex weights"):
+        npers.compute({"c": torch.ones(3, 2, dtype=torch.complex64).conj()})
+    with pytest.raises(TypeError, match=r"layer 'f8' has dtype torch.float8_e4m3fn, which numpy cannot read"):
+        npers.compute({"f8": torch.ones(3, 2).to(torch.float8_e4m3fn)})
+
+
+@pytest.mark.parametrize("scale", [np.inf, 0.5, np.nan])
+def test_a_scale_that_would_leave_the_diagram_outside_zero_one_is_refused(scale: float) -> None:
+    x = np.array([[1.0, -2.0], [0.5, 0.25]])
+    with pytest.raises(ValueError, match=r"(must be finite and at least the matrix's max \|w\| \(2.0\))|positive"):
+        npers.layer_diagram(x, scale=scale)
+    assert npers.layer_diagram(x, scale=4.0).deaths.max() <= 1.0

@@ -152,3 +152,90 @@ def test_hugging_face_checks_on_evaluate(tmp_path: Path) -> None:
     trainer.train()
     assert len(callback.rule.history) == 3  # one check per evaluation, none on epoch end
     assert callback.rule.stopped_at is None
+
+
+def lightning_classifier(with_validation: bool = False):  # type: ignore[no-untyped-def]
+    import lightning.pytorch as pl
+
+    class Classifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp()
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    if with_validation:
+        def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            self.log("val_loss", nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
+
+        Classifier.validation_step = validation_step  # type: ignore[attr-defined]
+    return Classifier()
+
+
+def digits_loader() -> torch.utils.data.DataLoader:
+    x, y = digits()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+
+
+def test_lightning_with_gradient_accumulation_checks_each_optimizer_step_once(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from neural_persistence.training.lightning import NeuralPersistenceEarlyStopping
+
+    class Steps(pl.Callback):  # the optimizer step of every check, as the trainer saw it
+        seen: list[int] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+            if len(callback.rule.history) > len(self.seen):
+                self.seen.append(trainer.global_step)
+
+    callback = NeuralPersistenceEarlyStopping(patience=100, every_n_steps=5)
+    trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=2, callbacks=[callback, Steps()], logger=False,
+                         accelerator="cpu", enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, num_sanity_val_steps=2)
+    loader = digits_loader()
+    trainer.fit(lightning_classifier(with_validation=True), loader, loader)
+    steps = Steps.seen
+    assert trainer.global_step == 2 * (-(-len(loader) // 2))
+    assert steps == list(range(5, trainer.global_step + 1, 5))  # each multiple of 5 once, none twice
+
+
+def test_lightning_skips_the_sanity_check(tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+
+    from neural_persistence.training.lightning import NeuralPersistenceEarlyStopping
+
+    callback = NeuralPersistenceEarlyStopping(patience=100)
+    trainer = Trainer(max_epochs=2, callbacks=[callback], logger=False, accelerator="cpu", enable_progress_bar=False,
+                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=2)
+    loader = digits_loader()
+    trainer.fit(lightning_classifier(with_validation=True), loader, loader)
+    assert len(callback.rule.history) == 2  # one per epoch
+
+
+def test_lightning_resumed_from_a_checkpoint_keeps_the_rule_and_the_best_weights(tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from neural_persistence.training.lightning import NeuralPersistenceEarlyStopping
+
+    def trainer(epochs: int, callback: NeuralPersistenceEarlyStopping) -> Trainer:
+        return Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                       enable_model_summary=False, default_root_dir=tmp_path,
+                       callbacks=[callback, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+
+    torch.manual_seed(0)
+    first = NeuralPersistenceEarlyStopping(patience=100, restore_best=True)
+    trainer(3, first).fit(lightning_classifier(), digits_loader())  # interrupted after 3 epochs
+    assert first.state_key in torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    second = NeuralPersistenceEarlyStopping(patience=100, restore_best=True)
+    model = lightning_classifier()
+    trainer(5, second).fit(model, digits_loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert [c.value for c in second.rule.history[:3]] == [c.value for c in first.rule.history]
+    assert len(second.rule.history) == 5
+    second.rule.restore_best_weights(model)  # a resumed run restores the best weights, wherever they were
+    assert npers.compute(model).mean_normalized_np == second.rule.best

@@ -102,6 +102,9 @@ def _report(args: argparse.Namespace) -> int:
     result = report(args.dir, normalization=args.normalization, penalty_scale=args.penalty_scale)
     console = _console()
     console.print(_table("change points per role", result.tables["role_changes"]))
+    if result.completeness is not None:
+        incomplete = result.completeness.missing or result.completeness.failed
+        console.print(("[yellow]" if incomplete else "") + result.completeness.sentence())
     console.print(f"wrote {result.html} and {len(result.figures)} figures")
     return 0
 
@@ -112,6 +115,8 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare(args.dirs, args.out, normalization=args.normalization)
     console = _console()
     console.print(_table("mean normalized NP per role, first and last checkpoint", result.tables["summary"]))
+    for note in result.tables["completeness"]:
+        console.print(note)
     console.print(f"wrote {result.html}")
     return 0
 
@@ -139,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-persistence", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
 
     def paths_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--per-head", action="store_true",
@@ -150,12 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--normalization", choices=["global", "layer", "role"], default="global",
                        help="w_max over the whole checkpoint (global, the paper's), each matrix, or each role")
 
-    p = sub.add_parser("describe", help="list what would be measured (roles, heads, shapes) without computing")
+    p = command("describe", help="list what would be measured (roles, heads, shapes) without computing")
     p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
     paths_options(p)
     p.set_defaults(run=_describe)
 
-    p = sub.add_parser(
+    p = command(
         "analyze", help="measure every linear map of every checkpoint; resumable",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure every linear map (attention q, k, v, o; MLP up, gate, down; ...) of every checkpoint.",
@@ -176,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dask scheduler address, e.g. tcp://host:8786 (workers must see the same paths)")
     p.set_defaults(run=_analyze)
 
-    p = sub.add_parser(
+    p = command(
         "report", help="plots and report.html for a finished analysis",
         description="Writes DIR/plots/*.png|svg (NP per role over steps with change points, block x step heatmap,\n"
                     "per-head heatmaps, a persistence diagram) and DIR/report.html with the key tables.",
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
     p.set_defaults(run=_report)
 
-    p = sub.add_parser(
+    p = command(
         "compare", help="several analyses on common axes (step, tokens)",
         description="Runs, recipes or model sizes on one plot: mean normalized NP against step, and against\n"
                     "training tokens where trainer_state.json recorded them (num_input_tokens_seen).",
@@ -196,13 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     normalization_option(p)
     p.set_defaults(run=_compare)
 
-    p = sub.add_parser("layers", help="NP of every 2-D array in an .npz file, one row per layer")
+    p = command("layers", help="NP of every 2-D array in an .npz file, one row per layer")
     p.add_argument("path", help=".npz file whose arrays are the layers, in order")
     p.add_argument("-p", type=float, default=2.0, help="order of the norm (default 2)")
     p.add_argument("--normalization", choices=["global", "layer"], default="global")
     p.set_defaults(run=_layers)
 
-    p = sub.add_parser("demo", help="the make-demo job")
+    p = command("demo", help="the make-demo job")
     p.add_argument("--fast", action="store_true")
     p.set_defaults(run=_demo)
     return parser
@@ -212,9 +222,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"neural-persistence {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"neural-persistence {args.command}: interrupted; everything measured so far is kept, and the same "
+              "command resumes", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line, never a traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"neural-persistence {args.command}: error: {_error_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
+
+
+def _error_line(err: BaseException) -> str:
+    """What failed and what to do, in one line."""
+    import errno
+    import sqlite3
+
+    text = str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "database or disk is full" in text:
+        where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
+        return (f"no space left on the device{where}; what was measured is kept in the database: free some space and "
+                "run the same command again to resume")
+    if isinstance(err, sqlite3.OperationalError) and "locked" in text:
+        return ("the results database is locked by another process writing to the same --out; wait for it to "
+                "finish, or give another --out")
+    if isinstance(err, (FileNotFoundError, ValueError)):
+        return text
+    return f"{type(err).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ def analyze(
             store.add_run(run, path)
         for run, ckpt in planned.checkpoints:
             store.add_checkpoint(run, ckpt.name, ckpt.step, ckpt.tokens, str(ckpt.path))
+        store.add_planned(key, [u.key for u in planned.units])
         failed: set[tuple[str, str, str]] = set()
         for problem in planned.problems:
             store.save_error(problem.run, problem.checkpoint.name, problem.tensor, key, problem.message)

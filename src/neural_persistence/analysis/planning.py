@@ -107,6 +107,8 @@ def _plan_checkpoint(run: str, ckpt: Checkpoint, options: PlanOptions, planned: 
     if options.per_head and not heads.known and not heads.known_bad:
         problems.append(Problem(run, ckpt, "config.json", "no head counts known (no usable config.json): "
                                 "attention matrices are measured whole"))
+    for file, message in ckpt.problems:
+        problems.append(Problem(run, ckpt, Path(file).name, f"{file}: {message}"))
     for tensor, shard in ckpt.missing.items():
         problems.append(Problem(run, ckpt, tensor, f"shard {shard} listed in the index is missing"))
     refs: dict[str, TensorRef] = {}
@@ -132,8 +134,8 @@ def _readable_tensors(run: str, ckpt: Checkpoint, problems: list[Problem]) -> li
     for file in ckpt.files:
         try:
             refs += tensors_of(file)
-        except CorruptCheckpointError as err:
-            problems.append(Problem(run, ckpt, file.name, str(err)))
+        except (CorruptCheckpointError, OSError) as err:
+            problems.append(Problem(run, ckpt, file.name, str(err) if str(file) in str(err) else f"{file}: {err}"))
     return refs
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import compare_runs, experts_heatmap, heads_heatmap, layer_heatmap, role_trajectory_plot, save
-from .store import Store
+from .store import Completeness, Store
 from .table import load_table
 from .trajectory import change_summary, role_trajectories
 
@@ -22,6 +22,7 @@ class Report:
     html: Path
     figures: list[Path] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)
+    completeness: Completeness | None = None  # of the analysis reported (None for compare)
 
 
 def _table_html(frame: Any, digits: int = 4) -> str:
@@ -66,10 +67,14 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     result.tables["first_changes"] = by_matrix.dropna(subset=["first_change"]).head(15)
     with Store(out, write=False) as store:
         errors = store.errors()
+        completeness = store.completeness(frame.attrs["options"])
     result.tables["errors"] = errors
+    result.completeness = completeness
+    warn = ' style="color:#b00"' if completeness.missing or completeness.failed else ""
     sections = [f"<h1>Neural persistence report</h1><p>{len(checkpoints)} checkpoints, "
                 f"{frame['tensor'].nunique()} tensors, {len(frame)} measured matrices; normalization "
-                f"<b>{normalization}</b>; change points: PELT (l2), penalty scale {penalty_scale}.</p>"]
+                f"<b>{normalization}</b>; change points: PELT (l2), penalty scale {penalty_scale}.</p>"
+                f"<p{warn}>{html.escape(completeness.sentence())}.</p>"]
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     pngs = [f for f in result.figures if f.suffix == ".png"]
@@ -125,8 +130,11 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
     dest = Path(dest)
     (dest / "plots").mkdir(parents=True, exist_ok=True)
     frames = {}
+    notes = []
     for out in outs:
         frame = load_table(out, normalization=normalization)
+        with Store(out, write=False) as store:
+            notes.append(f"{out}: {store.completeness(frame.attrs['options']).sentence()}")
         for run, part in frame.groupby("run"):
             frames[run if len(outs) == 1 else f"{Path(out).name}/{run}"] = part
     result = Report(dest / "compare.html")
@@ -138,7 +146,9 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
     summary = role_trajectories(joined).groupby(["run", "role"])["normalized_np"].agg(["first", "last"]).reset_index()
     result.tables["summary"] = summary
     images = "".join(f'<img src="plots/{f.name}">' for f in result.figures if f.suffix == ".png")
+    result.tables["completeness"] = notes
+    listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     result.html.write_text(f"<!doctype html><meta charset=utf-8><title>compare</title>{_STYLE}<h1>Runs compared</h1>"
-                           f"{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
+                           f"<ul>{listed}</ul>{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
                            + _table_html(summary))
     return result

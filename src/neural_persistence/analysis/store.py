@@ -18,20 +18,26 @@ again. Read without writing, they are refused with the command to run.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import sqlite3
+import struct
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DB_NAME", "MatrixResult", "OldSchemaError", "Store", "StoredTree", "pack_tree", "unpack_tree"]
+__all__ = ["DB_NAME", "Completeness", "CorruptTreeError", "MatrixResult", "OldSchemaError", "Store", "StoredTree", "pack_tree", "unpack_tree"]
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 2
 _APP = "neural-persistence"
+#: How long to wait for another process's write to the same database before giving up.
+LOCK_TIMEOUT_SECONDS = 120.0
 #: Most seconds between commits (a commit per tensor would cost more than measuring a small one).
 COMMIT_SECONDS = 0.5
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -46,10 +52,16 @@ CREATE TABLE IF NOT EXISTS trees (
     run TEXT, checkpoint TEXT, tensor TEXT, role TEXT, head INTEGER, expert INTEGER, options TEXT,
     block INTEGER, rows INTEGER, cols INTEGER, max_abs REAL, tree BLOB,
     PRIMARY KEY (run, checkpoint, tensor, role, head, expert, options));
+CREATE TABLE IF NOT EXISTS planned (
+    run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, PRIMARY KEY (run, checkpoint, tensor, options));
 CREATE TABLE IF NOT EXISTS done (
     run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, planned INTEGER, signature TEXT, error TEXT,
     PRIMARY KEY (run, checkpoint, tensor, options));
 """
+
+
+class CorruptTreeError(ValueError):
+    """A stored tree that cannot be read back as it was written."""
 
 
 class OldSchemaError(ValueError):
@@ -69,6 +81,29 @@ class MatrixResult:
     cols: int
     max_abs: float
     tree: np.ndarray | bytes
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Of the tensors an analysis planned: how many are measured, how many failed, how many are still missing
+    (an analysis that was interrupted, or is still running)."""
+
+    planned: int
+    measured: int
+    failed: int
+
+    @property
+    def missing(self) -> int:
+        return self.planned - self.measured - self.failed
+
+    def sentence(self) -> str:
+        text = f"{self.measured} of {self.planned} planned tensors measured"
+        if self.failed:
+            text += f", {self.failed} could not be measured (listed below)"
+        if self.missing:
+            text += (f", {self.missing} not measured yet: the analysis was interrupted or is still running "
+                     "(run the same analyze again to complete it)")
+        return text
 
 
 @dataclass(frozen=True)
@@ -104,7 +139,8 @@ class Store:
         elif not self.path.is_file():
             raise FileNotFoundError(f"{out}: no {DB_NAME} here; run `neural-persistence analyze ... --out {out}` first")
         self.migrated = ""
-        self.db = sqlite3.connect(self.path)
+        # Another writer (a second analyze into the same --out) holds the lock while it commits: wait for it.
+        self.db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS)
         try:
             self._open(write)
         except BaseException:
@@ -142,6 +178,10 @@ class Store:
         """The schema of an existing database (None for a new, empty file); ValueError for a foreign one."""
         try:
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.OperationalError as err:  # the file may be fine: the disk, or a lock, is not
+            if shutil.disk_usage(self.out).free < 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
+            raise OSError(errno.EIO, f"cannot open the results database ({err})", str(self.path)) from None
         except sqlite3.DatabaseError as err:
             raise ValueError(f"{self.path}: not a readable SQLite database ({err})") from None
         if not tables:
@@ -178,6 +218,21 @@ class Store:
     def add_checkpoint(self, run: str, checkpoint: str, step: int | None, tokens: int | None, path: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", (run, checkpoint, step, tokens, path))
         self.db.commit()
+
+    def add_planned(self, options: str, tensors: Iterable[tuple[str, str, str]]) -> None:
+        """The (run, checkpoint, tensor) an analysis set out to measure, so that a report can say what is missing."""
+        self.db.executemany("INSERT OR IGNORE INTO planned VALUES (?, ?, ?, ?)",
+                            [(run, ckpt, tensor, options) for run, ckpt, tensor in tensors])
+        self.db.commit()
+
+    def completeness(self, options: str) -> Completeness:
+        """How much of what was planned with ``options`` is measured, failed, or missing."""
+        with self._reading():
+            planned, measured, failed = self.db.execute(
+                "SELECT COUNT(*), SUM(d.error IS NULL AND d.run IS NOT NULL), SUM(d.error IS NOT NULL) FROM planned p "
+                "LEFT JOIN done d ON p.run = d.run AND p.checkpoint = d.checkpoint AND p.tensor = d.tensor "
+                "AND p.options = d.options WHERE p.options = ?", (options,)).fetchone()
+        return Completeness(planned, measured or 0, failed or 0)
 
     def complete(self, options: str) -> dict[tuple[str, str, str], str]:
         """(run, checkpoint, tensor) -> the plan's signature, for every tensor marked done without error whose
@@ -228,7 +283,8 @@ class Store:
 
     def errors(self) -> list[tuple[str, str, str, str]]:
         """(run, checkpoint, tensor, message) of every tensor that could not be measured."""
-        return self.db.execute("SELECT run, checkpoint, tensor, error FROM done WHERE error IS NOT NULL").fetchall()
+        with self._reading():
+            return self.db.execute("SELECT run, checkpoint, tensor, error FROM done WHERE error IS NOT NULL").fetchall()
 
     def trees(self, options: str | None = None) -> Iterator[StoredTree]:
         query = (
@@ -238,34 +294,79 @@ class Store:
             + (" WHERE t.options = ?" if options is not None else "")
             + " ORDER BY t.run, c.step, t.checkpoint, t.block, t.tensor, t.expert, t.role, t.head"
         )
-        for row in self.db.execute(query, (options,) if options is not None else ()):
-            run, ckpt, step, tokens, tensor, head, expert, block, role, rows, cols, max_abs, blob = row
-            yield StoredTree(run, ckpt, step, tokens, tensor, head, expert, block, role, rows, cols, max_abs,
-                             unpack_tree(blob))
+        with self._reading():
+            for row in self.db.execute(query, (options,) if options is not None else ()):
+                run, ckpt, step, tokens, tensor, head, expert, block, role, rows, cols, max_abs, blob = row
+                try:
+                    tree = unpack_tree(blob, rows + cols - 1)
+                except CorruptTreeError as err:
+                    what = f"{role}" + (f" head {head}" if head >= 0 else "") + (f" expert {expert}" if expert >= 0 else "")
+                    raise CorruptTreeError(
+                        f"{self.path}: {err} ({run}/{ckpt} tensor {tensor!r} {what}); delete its rows or the "
+                        f"database and run analyze again") from None
+                yield StoredTree(run, ckpt, step, tokens, tensor, head, expert, block, role, rows, cols, max_abs, tree)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged database file is an error naming it, not a bare sqlite3 message."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"{self.path}: the results database is damaged ({err}); delete it and run analyze "
+                             "again") from None
 
     def option_sets(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT options FROM trees ORDER BY options")]
 
 
+_CHECKED = {b"b": b"B", b"f": b"F", b"d": b"D"}  # the tags of trees stored with a checksum
+
+
 def pack_tree(tree: np.ndarray) -> bytes:
-    """The values in the narrowest exact format, tagged: b"b" bfloat16 bits, b"f" float32, b"d" float64.
+    """The values in the narrowest exact format, tagged (``B`` bfloat16 bits, ``F`` float32, ``D`` float64) and
+    followed by the CRC-32 of the values, so that a damaged blob is an error on read, never a wrong NP.
 
     Trees of bfloat16 layers take 2 bytes a value and need no compression (which cost more than measuring)."""
     as32 = tree.astype("<f4")
     if not np.array_equal(as32, tree):
-        return b"d" + np.ascontiguousarray(tree, dtype="<f8").tobytes()
-    bits = as32.view("<u4")
-    if not (bits & 0xFFFF).any():
-        return b"b" + (bits >> 16).astype("<u2").tobytes()
-    return b"f" + as32.tobytes()
+        tag, body = b"D", np.ascontiguousarray(tree, dtype="<f8").tobytes()
+    else:
+        bits = as32.view("<u4")
+        if not (bits & 0xFFFF).any():
+            tag, body = b"B", (bits >> 16).astype("<u2").tobytes()
+        else:
+            tag, body = b"F", as32.tobytes()
+    return tag + struct.pack("<I", zlib.crc32(body)) + body
 
 
-def unpack_tree(blob: bytes) -> np.ndarray:
-    tag, body = blob[:1], blob[1:]
-    if tag == b"b":
-        return (np.frombuffer(body, "<u2").astype("<u4") << 16).view("<f4").astype(np.float64)
-    if tag == b"f":
-        return np.frombuffer(body, "<f4").astype(np.float64)
-    if tag == b"d":
-        return np.frombuffer(body, "<f8").copy()
-    return np.frombuffer(zlib.decompress(blob), dtype="<f8")  # databases written before the tags: zlib'd float64
+def unpack_tree(blob: bytes, count: int | None = None) -> np.ndarray:
+    """The values of :func:`pack_tree`; :class:`CorruptTreeError` when the checksum or the number of values
+    (``count``: rows + cols - 1 of its matrix) does not match. Untagged (zlib) and unchecked blobs of databases
+    written by earlier versions are still read."""
+    if not isinstance(blob, bytes) or not blob:
+        raise CorruptTreeError(f"the stored tree is not a blob ({type(blob).__name__})")
+    tag = blob[:1]
+    if tag in _CHECKED.values():
+        if len(blob) < 5:
+            raise CorruptTreeError(f"the stored tree is cut short ({len(blob)} bytes)")
+        (crc,) = struct.unpack("<I", blob[1:5])
+        body = blob[5:]
+        if zlib.crc32(body) != crc:
+            raise CorruptTreeError("the stored tree does not match its checksum")
+        tag = tag.lower()
+    else:
+        body = blob[1:]
+    if tag == b"b" and len(body) % 2 == 0:
+        values = (np.frombuffer(body, "<u2").astype("<u4") << 16).view("<f4").astype(np.float64)
+    elif tag == b"f" and len(body) % 4 == 0:
+        values = np.frombuffer(body, "<f4").astype(np.float64)
+    elif tag == b"d" and len(body) % 8 == 0:
+        values = np.frombuffer(body, "<f8").copy()
+    else:
+        try:  # databases written before the tags: zlib'd float64
+            values = np.frombuffer(zlib.decompress(blob), dtype="<f8")
+        except zlib.error as err:
+            raise CorruptTreeError(f"the stored tree cannot be read ({err})") from None
+    if count is not None and len(values) != count:
+        raise CorruptTreeError(f"the stored tree has {len(values)} values where its matrix has {count}")
+    return values

@@ -73,7 +73,9 @@ def load_table(
     frame["normalized_np"] = normalized
     frame["step"] = frame["step"].astype("Int64")
     frame["tokens"] = frame["tokens"].astype("Int64")
-    return frame[COLUMNS]
+    frame = frame[COLUMNS]
+    frame.attrs["options"] = wanted  # which analysis of the folder this is (report and compare say so)
+    return frame
 
 
 def _pick_options(sets: list[str], per_head: bool | None, include_embeddings: bool | None, out: str | Path) -> str:

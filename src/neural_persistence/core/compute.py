@@ -87,6 +87,9 @@ def layer_diagram(matrix: Any, scale: float | None = None, essential: bool = Tru
     w_max = tree.max_abs if scale is None else float(scale)
     if not w_max > 0:
         raise ValueError(f"the normalizer must be positive, got {w_max} (is every weight zero?)")
+    if not np.isfinite(w_max) or w_max < tree.max_abs:
+        raise ValueError(f"`scale` must be finite and at least the matrix's max |w| ({tree.max_abs}), got {w_max}: "
+                         "the diagram's deaths must lie in [0, 1]")
     return diagram_from_tree(tree.values, w_max, essential)
 
 

@@ -65,8 +65,16 @@ class Keys:
         return keys.view(np.dtype(self.float_dtype)).astype(np.float64)
 
 
+_TORCH_DTYPES: set[Any] = set()  # the torch dtypes read as numpy arrays (filled when torch is first seen)
+
+
 def _from_torch(x: Any, name: str) -> np.ndarray | BFloat16Bits:
     import torch  # only reached for torch tensors, so the core stays torch-free
+
+    global _TORCH_DTYPES
+    if not _TORCH_DTYPES:
+        _TORCH_DTYPES = {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                         torch.int16, torch.int8, torch.uint8, torch.bool}
 
     if x.is_sparse or x.layout != torch.strided:
         raise TypeError(f"layer {name!r}: sparse tensors are not supported; call .to_dense() first")
@@ -77,6 +85,10 @@ def _from_torch(x: Any, name: str) -> np.ndarray | BFloat16Bits:
     x = x.detach()
     if x.is_quantized:
         raise TypeError(f"layer {name!r}: quantized tensors are not supported; call .dequantize() first")
+    if x.is_complex():
+        raise TypeError(f"layer {name!r} has complex weights ({x.dtype}); neural persistence needs real weights")
+    if x.dtype not in _TORCH_DTYPES:
+        raise TypeError(f"layer {name!r} has dtype {x.dtype}, which numpy cannot read; convert it first (x.float())")
     if x.dtype == torch.bfloat16:
         return BFloat16Bits(x.view(torch.int16).numpy().view(np.uint16))
     return x.numpy()
@@ -129,10 +141,21 @@ def to_key_stack(x: Any, name: str = "layers") -> Keys:
 
 
 def as_array(x: Any, name: str = "layer") -> np.ndarray | BFloat16Bits:
-    """``x`` as a numpy array, or :class:`BFloat16Bits` for bfloat16 (torch tensors viewed, not copied)."""
+    """``x`` as a numpy array, or :class:`BFloat16Bits` for bfloat16 (torch tensors viewed, not copied).
+
+    Raises TypeError naming the layer for a masked array (its mask would be ignored) and ValueError for nested
+    lists of unequal lengths."""
     if _is_torch(x):
         return _from_torch(x, name)
-    return x if isinstance(x, BFloat16Bits) else np.asarray(x)
+    if isinstance(x, BFloat16Bits):
+        return x
+    if np.ma.isMaskedArray(x):
+        raise TypeError(f"layer {name!r} is a masked array, whose mask neural persistence would ignore; pass "
+                        "x.filled(0) to measure masked weights as absent edges, or x.data to measure them all")
+    try:
+        return np.asarray(x)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(f"layer {name!r} cannot be read as a 2-D matrix ({err})") from None
 
 
 def _numeric(x: Any, name: str) -> tuple[np.ndarray, bool]:

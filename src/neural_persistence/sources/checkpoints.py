@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import zipfile
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ class Checkpoint:
     config: dict[str, Any] | None = None
     missing: dict[str, Path] = field(default_factory=dict)  # tensor -> shard file that is not there
     tokens: int | None = None  # training tokens seen, when trainer_state.json records them
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of metadata that could not be used
 
     def tensors(self) -> list[TensorRef]:
         """Every tensor in the checkpoint's files (headers only), in file order."""
@@ -62,11 +65,12 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    if path.is_file():
+    if not path.is_dir():
         if path.suffix not in (".safetensors", ".bin"):
             raise ValueError(f"{path}: expected a .safetensors or pytorch_model.bin file, or a directory")
-        return [Checkpoint(path.stem, path, _step(path.parent, path.stem), [path], _config(path.parent),
-                           tokens=_tokens(path.parent))]
+        meta = _Metadata(path.parent)
+        return [Checkpoint(path.stem, path, meta.step(path.stem), [path], meta.config(), tokens=meta.tokens(),
+                           problems=meta.problems)]
     own = _maybe(path)
     if own:
         return own
@@ -80,20 +84,28 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
 
 
 def _maybe(path: Path) -> list[Checkpoint]:
-    own = _weight_files(path)
+    meta = _Metadata(path)
+    own = _weight_files(path, meta.problems)
     if own is None:
         return []
     files, missing = own
-    return [Checkpoint(path.name, path, _step(path, path.name), files, _config(path), missing, _tokens(path))]
+    return [Checkpoint(path.name, path, meta.step(path.name), files, meta.config(), missing, meta.tokens(),
+                       meta.problems)]
 
 
-def _weight_files(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
+def _weight_files(path: Path, problems: list[tuple[str, str]]) -> tuple[list[Path], dict[str, Path]] | None:
+    """The weight files of a checkpoint folder (None when it holds none); an index that cannot be used is a
+    problem of the checkpoint, and its shards are then those on disk."""
     index = sorted(path.glob("*.safetensors.index.json"))
     if index:
-        weight_map = json.loads(index[0].read_text())["weight_map"]
-        shards = sorted({path / f for f in weight_map.values()})
-        missing = {t: path / f for t, f in weight_map.items() if not (path / f).is_file()}
-        return [s for s in shards if s.is_file()], missing
+        weight_map = _read_json(index[0], problems, dict, "an object").get("weight_map")
+        if isinstance(weight_map, dict) and all(isinstance(f, str) for f in weight_map.values()):
+            shards = sorted({path / f for f in weight_map.values()})
+            missing = {t: path / f for t, f in weight_map.items() if not (path / f).is_file()}
+            return [s for s in shards if s.is_file()], missing
+        if not any(str(index[0]) == f for f, _ in problems):
+            problems.append((str(index[0]), f"its weight_map must be an object of tensor -> file, got {weight_map!r:.60}; "
+                             "reading every *.safetensors file of the folder instead"))
     # model.safetensors first: where another file (an EMA copy, an adapter) repeats a tensor, the model's is measured
     files = sorted(path.glob("*.safetensors"), key=lambda f: (f.name != "model.safetensors", f.name))
     if files:
@@ -104,37 +116,66 @@ def _weight_files(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
     return None
 
 
-def _step(folder: Path, name: str) -> int | None:
-    match = _STEP.search(name)
-    if match:
-        return int(match.group(1) or match.group(2))
-    state = folder / "trainer_state.json"
-    if state.is_file():
-        step = json.loads(state.read_text()).get("global_step")
-        return int(step) if step is not None else None
-    return None
-
-
-def _tokens(folder: Path) -> int | None:
-    state = folder / "trainer_state.json"
-    if not state.is_file():
-        return None
-    data = json.loads(state.read_text())
-    seen = data.get("num_input_tokens_seen")
-    for entry in data.get("log_history", []):
-        seen = entry.get("num_input_tokens_seen", seen)
-    return int(seen) if seen is not None else None
-
-
-def _config(folder: Path) -> dict[str, Any] | None:
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
+def _read_json(path: Path, problems: list[tuple[str, str]], kind: type, what: str) -> Any:
+    """A JSON file's content if it is of ``kind``; otherwise the problem is recorded and an empty ``kind`` returned."""
     try:
-        data: dict[str, Any] = json.loads(config.read_text())
-    except json.JSONDecodeError as err:
-        raise CorruptCheckpointError(f"{config}: not valid JSON ({err})") from None
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problems.append((str(path), f"cannot be read as JSON ({err})"))
+        return kind()
+    if not isinstance(data, kind):
+        problems.append((str(path), f"must be {what}, got a JSON {type(data).__name__}"))
+        return kind()
     return data
+
+
+class _Metadata:
+    """A checkpoint folder's ``config.json`` and ``trainer_state.json``, each read once; what cannot be used is a
+    problem of the checkpoint (recorded, reported by ``analyze``), never an exception that stops the run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.problems: list[tuple[str, str]] = []
+        self._state: dict[str, Any] | None = None
+
+    def config(self) -> dict[str, Any] | None:
+        path = self.folder / "config.json"
+        if not path.is_file():
+            return None
+        data: dict[str, Any] = _read_json(path, self.problems, dict, "a JSON object")
+        return data or None
+
+    def state(self) -> dict[str, Any]:
+        if self._state is None:
+            path = self.folder / "trainer_state.json"
+            self._state = _read_json(path, self.problems, dict, "a JSON object") if path.is_file() else {}
+        return self._state
+
+    def step(self, name: str) -> int | None:
+        match = _STEP.search(name)
+        if match:
+            return int(match.group(1) or match.group(2))
+        return self._integer("global_step", self.state().get("global_step"))
+
+    def tokens(self) -> int | None:
+        state = self.state()
+        seen = state.get("num_input_tokens_seen")
+        history = state.get("log_history", [])
+        for entry in history if isinstance(history, list) else []:
+            if isinstance(entry, dict):
+                seen = entry.get("num_input_tokens_seen", seen)
+        return self._integer("num_input_tokens_seen", seen)
+
+    def _integer(self, field: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        whole = (isinstance(value, int) and not isinstance(value, bool)
+                 or isinstance(value, float) and math.isfinite(value) and value.is_integer())
+        if not whole or value < 0:
+            self.problems.append((str(self.folder / "trainer_state.json"),
+                                  f"{field} must be a non-negative integer, got {value!r:.40}; left unknown"))
+            return None
+        return int(value)
 
 
 @functools.lru_cache(maxsize=2)  # one .bin is read for each of its tensors; mmap keeps this cheap
@@ -144,12 +185,17 @@ def _torch_bin(file: Path) -> dict[str, Any]:
 
     torch = require("torch", "torch")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        if zipfile.is_zipfile(file):
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        else:  # the legacy format of torch.save(..., _use_new_zipfile_serialization=False) cannot be mapped
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError (or RuntimeError) for unsafe or broken files
         raise CorruptCheckpointError(
             f"{file}: refused to load: it is not a plain tensor checkpoint that torch.load(weights_only=True) "
             f"accepts (a pickle that would run code, or a damaged file). Convert it to safetensors. ({err})"
         ) from None
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{file}: holds a {type(state).__name__}, not a dict of tensors (a state_dict)")
     return {k: v for k, v in state.items() if hasattr(v, "shape")}
 
 

@@ -13,6 +13,7 @@ import errno
 import json
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ __all__ = ["CorruptCheckpointError", "SafetensorsFile", "TensorInfo", "in_page_c
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
 
 
@@ -47,33 +49,72 @@ class TensorInfo:
 
 
 class SafetensorsFile:
-    """The header of a ``.safetensors`` file, checked against the file's size; tensors on demand."""
+    """The header of a ``.safetensors`` file, validated as the official reader does; tensors on demand.
+
+    Checked when the file is opened, each failure a :class:`CorruptCheckpointError` naming the file (and the
+    tensor): a regular file (not a directory, FIFO or device) of at least 8 bytes; a header length within the
+    file; a header that is a JSON object with unique names; for each tensor an object with a string ``dtype``, a
+    ``shape`` of non-negative integers and ``data_offsets`` of two integers ``0 <= start <= end``; offsets that
+    tile the data exactly (sorted by start, each tensor beginning where the previous one ends, the last ending at
+    the end of the file); ``__metadata__``, if present, an object of strings. Per tensor, when read
+    (:meth:`check`): a supported dtype and a byte count that matches the shape.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        size = self.path.stat().st_size
+        self.size = _regular_file_size(self.path)
         with open(self.path, "rb") as f:
             raw = f.read(8)
             if len(raw) < 8:
-                raise CorruptCheckpointError(f"{self.path}: not a safetensors file (only {size} bytes)")
+                raise CorruptCheckpointError(f"{self.path}: not a safetensors file (only {self.size} bytes)")
             (header_len,) = struct.unpack("<Q", raw)
-            if header_len > size - 8 or header_len > 100_000_000:
+            if header_len > self.size - 8 or header_len > 100_000_000:
                 raise CorruptCheckpointError(
-                    f"{self.path}: header claims {header_len} bytes but the file has {size}; the file is truncated "
-                    "or not a safetensors file"
+                    f"{self.path}: header claims {header_len} bytes but the file has {self.size}; the file is "
+                    "truncated or not a safetensors file"
                 )
-            try:
-                header = json.loads(f.read(header_len))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise CorruptCheckpointError(f"{self.path}: the header is not valid JSON ({err})") from None
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+            header = _parse_header(self.path, f.read(header_len))
         self.data_start = 8 + header_len
-        self.tensors: dict[str, TensorInfo] = {}
-        for name, entry in header.items():
-            start, end = (int(x) for x in entry["data_offsets"])
-            info = TensorInfo(name, entry["dtype"], tuple(int(s) for s in entry["shape"]), start, end, self.path)
-            self.tensors[name] = info
-        self.size = size
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise CorruptCheckpointError(f"{self.path}: __metadata__ must be an object of strings, got {metadata!r:.80}")
+        self.metadata: dict[str, str] = metadata
+        self.tensors: dict[str, TensorInfo] = {name: self._entry(name, entry) for name, entry in header.items()}
+        self._check_tiling()
+
+    def _entry(self, name: str, entry: Any) -> TensorInfo:
+        """One header entry, its fields' types checked."""
+        where = f"{self.path}: tensor {name!r}"
+        if not isinstance(entry, dict):
+            raise CorruptCheckpointError(f"{where}: its header entry must be an object, got {entry!r:.80}")
+        missing = [k for k in ("dtype", "shape", "data_offsets") if k not in entry]
+        if missing:
+            raise CorruptCheckpointError(f"{where}: its header entry lacks {', '.join(missing)}")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str):
+            raise CorruptCheckpointError(f"{where}: dtype must be a string, got {dtype!r:.80}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise CorruptCheckpointError(f"{where}: shape must be a list of non-negative integers, got {shape!r:.80}")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise CorruptCheckpointError(
+                f"{where}: data_offsets must be two integers 0 <= start <= end, got {offsets!r:.80}")
+        return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1], self.path)
+
+    def _check_tiling(self) -> None:
+        """The tensors' byte ranges tile the data: no overlap, no gap, nothing past the end."""
+        position = 0
+        for info in sorted(self.tensors.values(), key=lambda t: (t.start, t.end)):
+            if info.start != position:
+                what = "overlaps the tensor before it" if info.start < position else f"leaves a gap of {info.start - position} bytes before it"
+                raise CorruptCheckpointError(
+                    f"{self.path}: tensor {info.name!r} starts at data byte {info.start}, which {what} "
+                    f"(expected {position}); the header is corrupt")
+            position = info.end
+        if self.data_start + position != self.size:
+            raise CorruptCheckpointError(
+                f"{self.path}: the tensors end at byte {self.data_start + position} but the file has {self.size}; "
+                + ("the file is truncated" if self.data_start + position > self.size else "bytes follow the last tensor"))
 
     def check(self, name: str) -> TensorInfo:
         """The tensor's place, or CorruptCheckpointError naming the file and tensor when it cannot be read."""
@@ -82,15 +123,10 @@ class SafetensorsFile:
             raise CorruptCheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {info.dtype}")
         itemsize = np.dtype(_DTYPES[info.dtype]).itemsize
         expected = int(np.prod(info.shape, dtype=np.int64)) * itemsize
-        if info.end - info.start != expected or info.start < 0:
+        if info.end - info.start != expected:
             raise CorruptCheckpointError(
                 f"{self.path}: tensor {name!r} has {info.end - info.start} bytes for shape {info.shape} "
                 f"{info.dtype} ({expected} expected)"
-            )
-        if self.data_start + info.end > self.size:
-            raise CorruptCheckpointError(
-                f"{self.path}: tensor {name!r} ends at byte {self.data_start + info.end} but the file has "
-                f"{self.size}; the file is truncated"
             )
         return info
 
@@ -113,6 +149,42 @@ class SafetensorsFile:
             return np.empty(info.shape, dtype)
         array = _map(self.path, self.data_start + info.start, info.end - info.start).view(dtype).reshape(info.shape)
         return BFloat16Bits(array) if info.dtype == "BF16" else array
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _regular_file_size(path: Path) -> int:
+    """The size of a regular file; CorruptCheckpointError for a directory, FIFO, device or a link that loops,
+    before anything opens it (a FIFO would block the reader)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise CorruptCheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise CorruptCheckpointError(f"{path}: {kind}, not a safetensors file")
+    return st.st_size
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header as a dict; CorruptCheckpointError for invalid JSON, another JSON type or a repeated name."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise CorruptCheckpointError(f"{path}: tensor {key!r} appears twice in the header")
+            seen[key] = value
+        return seen
+
+    try:
+        header = json.loads(raw, object_pairs_hook=unique)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptCheckpointError(f"{path}: the header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
+    return header
 
 
 #: Bytes of a range :func:`in_page_cache` reads, evenly spread over it.

@@ -157,13 +157,15 @@ class EarlyStopping:
         return pd.DataFrame([asdict(c) for c in self.history])
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume (for checkpointing callbacks)."""
+        """Everything needed to resume (for checkpointing callbacks), the best weights included when
+        ``restore_best`` keeps them, so that :meth:`restore_best_weights` works after a resumed run."""
         return {
             "history": [asdict(c) for c in self.history],
             "best": self.best,
             "best_index": self.best_index,
             "counter": self.counter,
             "stopped_at": self.stopped_at,
+            "best_state": self._best_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,6 +174,7 @@ class EarlyStopping:
         self.best_index = state["best_index"]
         self.counter = state["counter"]
         self.stopped_at = state["stopped_at"]
+        self._best_state = state.get("best_state")
 
 
 def first_stop(values: Any, **options: Any) -> int | None:
