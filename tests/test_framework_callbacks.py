@@ -239,3 +239,32 @@ def test_lightning_resumed_from_a_checkpoint_keeps_the_rule_and_the_best_weights
     assert len(second.rule.history) == 5
     second.rule.restore_best_weights(model)  # a resumed run restores the best weights, wherever they were
     assert npers.compute(model).mean_normalized_np == second.rule.best
+
+
+def test_hugging_face_resumed_from_a_checkpoint_goes_on_counting(tmp_path: Path) -> None:
+    """With gradient accumulation 2; the second Trainer resumes from the first one's last checkpoint."""
+    from transformers import Trainer, TrainingArguments
+
+    from neural_persistence.training.huggingface import NeuralPersistenceEarlyStoppingCallback
+
+    data = hf_digits()
+
+    def trainer(epochs: int) -> tuple[Trainer, NeuralPersistenceEarlyStoppingCallback]:
+        callback = NeuralPersistenceEarlyStoppingCallback(early_stopping_patience=100, burn_in=1)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / "ckpt"), num_train_epochs=epochs, per_device_train_batch_size=32,
+            gradient_accumulation_steps=2, report_to=[], save_strategy="epoch", logging_strategy="no", use_cpu=True,
+            disable_tqdm=True, seed=0, restore_callback_states_from_checkpoint=True)
+        return Trainer(model=HFClassifier(), args=args, train_dataset=data, callbacks=[callback]), callback
+
+    first, first_callback = trainer(2)
+    first.train()  # stopped after two epochs, as a killed run's last checkpoint would be
+    assert len(first_callback.rule.history) == 2
+    last = max((tmp_path / "ckpt").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    second, _ = trainer(4)
+    second.train(resume_from_checkpoint=str(last))
+    restored = next(c for c in second.callback_handler.callbacks
+                    if isinstance(c, NeuralPersistenceEarlyStoppingCallback))
+    assert len(restored.rule.history) == 4  # the two checks before the resume, then two more
+    assert [c.value for c in restored.rule.history[:2]] == [c.value for c in first_callback.rule.history]
+    assert restored.rule.burn_in == 1 and restored.rule.best == max(c.value for c in restored.rule.history[1:])
