@@ -115,23 +115,11 @@ def test_lightning_every_n_steps_checks_on_steps(tmp_path: Path) -> None:
 
     from neural_persistence.training.lightning import NeuralPersistenceEarlyStopping
 
-    class Classifier(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = digits_mlp()
-
-        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-            return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-        def configure_optimizers(self):  # type: ignore[no-untyped-def]
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    x, y = digits()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    loader = digits_loader()
     callback = NeuralPersistenceEarlyStopping(patience=100, every_n_steps=10)
     trainer = pl.Trainer(max_epochs=2, callbacks=[callback], logger=False, accelerator="cpu",
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
-    trainer.fit(Classifier(), loader)
+    trainer.fit(lightning_classifier(), loader)
     assert trainer.global_step == 2 * len(loader)
     assert len(callback.rule.history) == trainer.global_step // 10
     assert callback.stopped_at is None

@@ -31,13 +31,9 @@ def compute(
         A list or dict of 2-D weight matrices (numpy arrays of any float or integer dtype and byte order, CPU
         torch tensors, :func:`bfloat16_bits`), or a ``torch.nn.Module`` (see :func:`layers_of` for what is
         measured).
-    p
-        Order of the norm over the persistence diagram, 1 <= p <= inf.
-    normalization
-        ``"global"``: edge values |w| / w_max with w_max over all layers passed in (the paper's choice);
-        ``"layer"``: each layer divided by its own max |w|.
-    essential
-        Count the essential point (1, 0), as the reference code does; ``False`` gives the textbook definition.
+    p, normalization, essential
+        As in :func:`neural_persistence.core.compute.compute` (p-norm, ``"global"`` or ``"layer"`` w_max, the
+        essential point counted).
     **source_options
         For a torch module: ``per_head``, ``include_embeddings``, ``bias`` (default False; True folds biases in
         as the paper does for plain MLPs), ``include``, ``exclude``, ``conv``, ``input_shape``,
@@ -50,11 +46,9 @@ def compute(
 
     Raises
     ------
-    ValueError
-        For NaN or infinite weights, non-2-D or empty matrices, an all-zero network, ``p < 1``, or an unknown
-        ``normalization``; the message names the layer.
-    TypeError
-        For source options given with plain matrices, and for unsupported dtypes.
+    ValueError, TypeError
+        As :func:`neural_persistence.core.compute.compute` (naming the layer); TypeError also for source options
+        given with plain matrices.
 
     Examples
     --------

@@ -133,54 +133,44 @@ def role_trajectory_plot(frame: Any, changes: Any = None, x: str = "step") -> An
 
 def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
     """Normalized NP of every attention head at one checkpoint: block (rows) x head (columns), per role."""
-    plt = _pyplot()
     data = frame[(frame["checkpoint"] == checkpoint) & (frame["head"] >= 0)]
     if run is not None:
         data = data[data["run"] == run]
     roles = [r for r in ("q", "k", "v", "o") if r in set(data["role"])]
     if not roles:
         raise ValueError(f"no per-head results at checkpoint {checkpoint!r}; analyse with per_head=True")
-    fig, axes = plt.subplots(1, len(roles), figsize=(3.0 * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
-    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
-    image = None
-    for ax, role in zip(axes[0], roles):
-        grid = data[data["role"] == role].pivot_table(index="block", columns="head", values="normalized_np")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="magma")
-        ax.set_title(role)
-        ax.set_xlabel("head")
-        ax.set_xticks(range(grid.shape[1]), [str(h) for h in grid.columns], fontsize=7)
-        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
-    axes[0][0].set_ylabel("block")
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
-    fig.suptitle(f"per-head normalized NP at {checkpoint}")
-    return fig
+    return _block_grid(data, roles, "head", f"per-head normalized NP at {checkpoint}", "magma", width=3.0)
 
 
 def experts_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
     """Normalized NP of every expert at one checkpoint: block (rows) x expert (columns), one panel per MLP role,
     on one colour scale (so that the experts of a block can be told apart, where role means mix them)."""
-    plt = _pyplot()
     data = frame[(frame["checkpoint"] == checkpoint) & (frame["expert"] >= 0)]
     if run is not None:
         data = data[data["run"] == run]
-    roles = [r for r in _roles(data)]
+    roles = _roles(data)
     if not roles:
         raise ValueError(f"no experts at checkpoint {checkpoint!r}: not a mixture-of-experts model")
-    fig, axes = plt.subplots(1, len(roles), figsize=(3.2 * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
+    return _block_grid(data, roles, "expert", f"per-expert normalized NP at {checkpoint}", "cividis", width=3.2)
+
+
+def _block_grid(data: Any, roles: list[str], column: str, title: str, cmap: str, width: float) -> Any:
+    """One panel per role of block (rows) x ``column`` (columns), all on one colour scale."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(roles), figsize=(width * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
     vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
     image = None
     for ax, role in zip(axes[0], roles):
-        grid = data[data["role"] == role].pivot_table(index="block", columns="expert", values="normalized_np")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="cividis")
+        grid = data[data["role"] == role].pivot_table(index="block", columns=column, values="normalized_np")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
         ax.set_title(role)
-        ax.set_xlabel("expert")
-        ax.set_xticks(range(grid.shape[1]), [str(e) for e in grid.columns], fontsize=7)
+        ax.set_xlabel(column)
+        ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=7)
         ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
     axes[0][0].set_ylabel("block")
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
-    fig.suptitle(f"per-expert normalized NP at {checkpoint}")
+    fig.suptitle(title)
     return fig
 
 
