@@ -113,7 +113,11 @@ def test_export_csv_and_parquet(analysed: Path) -> None:
     parquet = pd.read_parquet(export(analysed, "parquet"))
     assert (analysed / "results.csv").is_file() and (analysed / "results.parquet").is_file()
     np.testing.assert_allclose(csv["normalized_np"], table["normalized_np"], rtol=1e-15)
-    pd.testing.assert_frame_equal(parquet, table)
+    pd.testing.assert_frame_equal(parquet[list(table.columns)], table)
+    for frame in (csv, parquet):  # the file says which analysis it holds
+        assert list(frame.columns[len(table.columns):]) == ["normalization", "p", "per_head", "include_embeddings"]
+        assert frame[["normalization", "p", "per_head", "include_embeddings"]].drop_duplicates().values.tolist() == [
+            ["global", 2.0, True, False]]
 
 
 def test_trajectory_of_a_run_dir_analyses_it(run_dir: Path, analysed: Path, tmp_path: Path) -> None:
@@ -153,7 +157,7 @@ def test_report_and_compare(analysed: Path, run_dir: Path, tmp_path: Path) -> No
     assert {f.name for f in result.figures} >= {"trajectories.png", "trajectories.svg", "layer_heatmap.png",
                                                 "heads_first.png", "heads_last.png", "diagram.png"}
     other = tmp_path / "other"
-    analyze([train_run(tmp_path / "run-b", checkpoints=3)], other)
+    analyze([train_run(tmp_path / "run-b", checkpoints=3)], other, per_head=True)  # as `analysed` was
     cmp = compare([analysed, other], tmp_path / "cmp")
     assert (tmp_path / "cmp" / "plots" / "compare_tokens.png").is_file()
     assert len(cmp.tables["summary"]["run"].unique()) == 2

@@ -362,3 +362,38 @@ def test_a_config_of_another_model_type_does_not_cut_along_the_wrong_axis(good: 
     summary = npers.analyze([tmp_path / "wrong"], tmp_path / "out-kv", per_head=True)
     assert any("k_proj.weight' has 16 outputs, but the config gives 4 heads x head_dim 8 = 32" in m
                for _, _, m in summary.errors)
+
+
+def test_report_of_a_single_model_and_compare_of_two_sizes(good: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A pretrained model folder has no step: the report shows roles by depth instead of crashing; two models of
+    different sizes are compared by relative depth; a per-head and a whole analysis are not mixed."""
+    torch.manual_seed(1)
+    big = tmp_path / "big"
+    tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                       num_attention_heads=4, num_key_value_heads=2, bos_token_id=0,
+                                       eos_token_id=0)).save_pretrained(big)
+    for name, path in (("small", good), ("big", big)):
+        assert main(["analyze", str(path), "--out", str(tmp_path / name)]) == 0
+    assert main(["report", str(tmp_path / "small")]) == 0
+    assert (tmp_path / "small" / "plots" / "depth.png").stat().st_size > 10_000
+    assert "By depth and role" in (tmp_path / "small" / "report.html").read_text()
+    assert main(["compare", str(tmp_path / "small"), str(tmp_path / "big"), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "plots" / "compare_depth.png").stat().st_size > 10_000
+    assert main(["analyze", str(big), "--out", str(tmp_path / "big-heads"), "--per-head"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "small"), str(tmp_path / "big-heads"), "--out", str(tmp_path / "c2")]) == 2
+    assert "measured with different options" in capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "big-heads" / "results.csv")
+    assert set(table["normalization"]) == {"global"} and set(table["per_head"]) == {True} and set(table["p"]) == {2.0}
+
+
+def test_describe_orders_steps_as_numbers_and_leaves_no_value_blank(good: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for step in (0, 100, 1000, 1050, 200):
+        shutil.copytree(good, tmp_path / "run" / f"checkpoint-{step}")
+    assert main(["describe", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    order = [int(m) for m in __import__("re").findall(r"│ +checkpoint-(\d+) │", printed)]
+    assert order == [0, 100, 200, 1000, 1050]
+    assert "nan" not in printed and "│    -1 │" not in printed

@@ -32,6 +32,22 @@ def _console() -> Any:
     return console if console.is_terminal else Console(width=160)
 
 
+_NONE_IS_MINUS_ONE = ("block", "head", "expert")  # columns where -1 means "there is none"
+
+
+def _cell(column: str, value: Any, digits: int) -> str:
+    """A table cell: blank where there is no value (NaN, a missing step, -1 for no block, head or expert)."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or isinstance(value, float) and value != value:
+        return ""
+    if column in _NONE_IS_MINUS_ONE and isinstance(value, (int, float)) and value == -1:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}" if column == "step" and value.is_integer() else f"{value:.{digits}f}"
+    return str(value)
+
+
 def _table(title: str, frame: Any, digits: int = 4) -> Any:
     from rich.table import Table
 
@@ -39,7 +55,7 @@ def _table(title: str, frame: Any, digits: int = 4) -> Any:
     for column in frame.columns:
         table.add_column(str(column), justify="right", overflow="fold")
     for row in frame.itertuples(index=False):
-        table.add_row(*[f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[_cell(str(c), v, digits) for c, v in zip(frame.columns, row)])
     return table
 
 
@@ -69,7 +85,8 @@ def _describe(args: argparse.Namespace) -> int:
     if (summary["expert"] < 0).all():
         summary = summary.drop(columns="expert")
     console.print(_table(f"matrices of {rows['checkpoint'].iloc[0]} (one checkpoint shown)", summary))
-    counts = rows.groupby(["run", "checkpoint", "step"], dropna=False).size().reset_index(name="matrices")
+    counts = (rows.groupby(["run", "checkpoint", "step"], dropna=False).size().reset_index(name="matrices")
+              .sort_values(["run", "step", "checkpoint"], na_position="last"))  # steps in numeric order
     console.print(_table("checkpoints", counts))
     return 0
 
@@ -80,7 +97,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
     console = _console()
     summary = analyze(args.paths, args.out, per_head=args.per_head, include_embeddings=args.include_embeddings,
-                      workers=args.workers, scheduler=args.scheduler, progress=True)
+                      workers=args.workers, scheduler=args.scheduler, scheduler_timeout=args.scheduler_timeout,
+                      progress=True)
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow] {note}")
     options = {"per_head": args.per_head, "include_embeddings": args.include_embeddings}
@@ -184,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="threads of the local pool (default: all cores)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address, e.g. tcp://host:8786 (workers must see the same paths)")
+    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to try to reach --scheduler before giving up (default 10)")
     p.set_defaults(run=_analyze)
 
     p = command(

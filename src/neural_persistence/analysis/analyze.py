@@ -8,6 +8,7 @@ client alone writes the database. Units already in the database are skipped, so 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -104,6 +105,7 @@ def analyze(
     include_embeddings: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
+    scheduler_timeout: float = 10.0,
     progress: bool | Callable[[int, int, str], None] = False,
 ) -> AnalysisSummary:
     """Measure every linear map of every checkpoint under ``paths`` into ``out/results.sqlite``.
@@ -124,6 +126,8 @@ def analyze(
         Threads of the local pool (default: all cores).
     scheduler
         Address of a Dask scheduler (``tcp://host:8786``); workers read the tensors from the same paths.
+    scheduler_timeout
+        Seconds to try to reach the scheduler; then a ValueError that names the address.
     progress
         True for a progress bar on the terminal, or a callback ``(done, total, what)``.
 
@@ -140,6 +144,8 @@ def analyze(
     """
     if workers is not None and workers < 1:
         raise ValueError(f"`workers` must be at least 1, got {workers}")
+    if not scheduler_timeout > 0:
+        raise ValueError(f"`scheduler_timeout` must be positive, got {scheduler_timeout}")
     summary = AnalysisSummary(Path(out))
     options = PlanOptions(per_head, include_embeddings)
     key = options.key
@@ -161,7 +167,7 @@ def analyze(
         summary.skipped_done = len(planned.units) - len(todo)
         report = _progress(progress, len(todo))
         try:
-            for unit, result in _execute(todo, workers, scheduler):
+            for unit, result in _execute(todo, workers, scheduler, scheduler_timeout):
                 if isinstance(result, BaseException):
                     message = str(result) if _names_file(result, unit) else f"{unit.tensor.file}: tensor {unit.tensor.name!r}: {result}"
                     store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, key, message)
@@ -212,10 +218,11 @@ def _names_file(err: BaseException, unit: Unit) -> bool:
     return str(unit.tensor.file) in str(err)
 
 
-def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> Iterable[tuple[Unit, Any]]:
+def _execute(units: list[Unit], workers: int | None, scheduler: str | None,
+             scheduler_timeout: float = 10.0) -> Iterable[tuple[Unit, Any]]:
     """(unit, rows or the exception it raised), as units finish."""
     if scheduler is not None:
-        yield from _execute_dask(units, scheduler)
+        yield from _execute_dask(units, scheduler, scheduler_timeout)
         return
     workers = workers or available_threads()
     # Several workers each read whole tensors on one thread; a single worker splits big ones over all cores.
@@ -234,11 +241,16 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None) -> I
             yield futures[future], err if err is not None else future.result()
 
 
-def _execute_dask(units: list[Unit], scheduler: str) -> Iterable[tuple[Unit, Any]]:
+def _execute_dask(units: list[Unit], scheduler: str, timeout: float) -> Iterable[tuple[Unit, Any]]:
     from .._optional import require
 
     distributed = require("dask.distributed", "dask")
-    with distributed.Client(scheduler) as client:
+    try:
+        client = distributed.Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        raise ValueError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({err}); is it running, "
+                         "and is the address right? (--scheduler-timeout waits longer)") from None
+    with client:
         futures = {client.submit(_measure_packed, u.tensor, u.specs, True, [u.tensor], pure=False): u for u in units}
         for future in distributed.as_completed(list(futures)):
             unit = futures[future]
@@ -261,6 +273,19 @@ def _progress(progress: bool | Callable[[int, int, str], None], total: int) -> C
         return call
     if not progress or total == 0:
         return lambda what: None
+    if not sys.stderr.isatty():  # a file or a pipe: a line at every tenth, not a bar's control codes
+        state = {"done": 0, "shown": 0}
+
+        def line(what: str | None) -> None:
+            if what is None:
+                return
+            state["done"] += 1
+            tenth = state["done"] * 10 // total
+            if tenth > state["shown"]:
+                state["shown"] = tenth
+                print(f"measured {state['done']}/{total} tensors", file=sys.stderr, flush=True)
+
+        return line
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[bold]measuring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

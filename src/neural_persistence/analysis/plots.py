@@ -10,7 +10,7 @@ import numpy as np
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["compare_runs", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
+__all__ = ["compare_runs", "depth_profile", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
            "save"]
 
 
@@ -101,6 +101,35 @@ def layer_heatmap(frame: Any, run: str | None = None) -> Any:
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="normalized NP", shrink=0.8)
     fig.suptitle("normalized NP by block and step")
+    return fig
+
+
+def depth_profile(frames: dict[str, Any]) -> Any:
+    """Mean normalized NP per role against relative depth (block / number of blocks), one panel per role and a
+    line per model: models (or single checkpoints) of different sizes on one axis, where there is no step."""
+    plt = _pyplot()
+    roles = _roles(__import__("pandas").concat(list(frames.values())))
+    roles = [r for r in roles if r not in ("embed", "lm_head", "other")] or roles
+    ncols = min(4, len(roles))
+    nrows = -(-len(roles) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.5, 2.9 * nrows + 0.6), squeeze=False,
+                             sharey=True, layout="constrained")
+    for ax in axes.ravel()[len(roles):]:
+        ax.set_visible(False)
+    for ax, role in zip(axes.ravel(), roles):
+        for i, (name, frame) in enumerate(frames.items()):
+            part = frame[(frame["role"] == role) & (frame["block"] >= 0)]
+            if part.empty:
+                continue
+            means = part.groupby("block")["normalized_np"].mean()
+            depth = (means.index + 0.5) / (frame["block"].max() + 1)
+            ax.plot(depth, means.to_numpy(), marker=".", color=f"C{i}", label=name)
+        ax.set_title(role)
+        ax.set_xlabel("relative depth (block / blocks)")
+        ax.set_xlim(0, 1)
+    axes[0][0].set_ylabel("mean normalized NP")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("normalized NP by depth (mean over heads and experts)")
     return fig
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plots import compare_runs, experts_heatmap, heads_heatmap, layer_heatmap, role_trajectory_plot, save
+from .plots import compare_runs, depth_profile, experts_heatmap, heads_heatmap, layer_heatmap, role_trajectory_plot, save
 from .store import Completeness, Store
 from .table import load_table
 from .trajectory import change_summary, role_trajectories
@@ -49,8 +49,12 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     result = Report(out / "report.html")
     changes = change_summary(frame, by="role", penalty_scale=penalty_scale)
     by_matrix = change_summary(frame, by="matrix", penalty_scale=penalty_scale)
-    result.figures += save(role_trajectory_plot(frame, changes), plots / "trajectories")
-    result.figures += save(layer_heatmap(frame), plots / "layer_heatmap")
+    stepped = frame["step"].notna().any()  # a training run, not a single model
+    if stepped:
+        result.figures += save(role_trajectory_plot(frame, changes), plots / "trajectories")
+        result.figures += save(layer_heatmap(frame), plots / "layer_heatmap")
+    else:
+        result.figures += save(depth_profile({name: part for name, part in frame.groupby("run")}), plots / "depth")
     checkpoints = frame.dropna(subset=["step"]).sort_values("step")["checkpoint"].unique().tolist() or \
         frame["checkpoint"].unique().tolist()
     has_heads = (frame["head"] >= 0).any()
@@ -78,10 +82,15 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     pngs = [f for f in result.figures if f.suffix == ".png"]
-    sections.append("<h2>Trajectories per role</h2>" + "".join(
-        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
-    sections.append("<h2>Layer x step</h2>" + "".join(
-        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
+    if stepped:
+        sections.append("<h2>Trajectories per role</h2>" + "".join(
+            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
+        sections.append("<h2>Layer x step</h2>" + "".join(
+            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
+    else:
+        sections.append("<h2>By depth and role</h2><p>One model, no training steps: normalized NP of each role "
+                        "along the depth of the network.</p>" + "".join(
+            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "depth"))
     if has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
             f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
@@ -108,7 +117,8 @@ def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plot
     from .plots import _pyplot, plot_diagram
 
     pick = by_matrix.dropna(subset=["first_change"])
-    row = (pick if len(pick) else by_matrix).iloc[0]
+    pick = pick if len(pick) else by_matrix
+    row = (pick if len(pick) else frame[frame["checkpoint"] == checkpoint]).iloc[0]  # no steps: the first matrix
     with Store(out, write=False) as store:
         tree = next((t for t in store.trees() if t.checkpoint == checkpoint and t.run == row["run"]
                      and t.tensor == row["tensor"] and t.role == row["role"] and t.head == row["head"]
@@ -125,24 +135,40 @@ def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plot
     return save(fig, plots / "diagram")
 
 
+def _last_checkpoint(frame: Any) -> Any:
+    """The rows of a run's last checkpoint (by step where known)."""
+    ordered = frame.sort_values("step", na_position="first")
+    return frame[frame["checkpoint"] == ordered["checkpoint"].iloc[-1]]
+
+
 def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global") -> Report:
     """Several analyses on common axes (step, and tokens where known): ``compare.html`` and plots in ``dest``."""
     dest = Path(dest)
     (dest / "plots").mkdir(parents=True, exist_ok=True)
     frames = {}
     notes = []
+    options: dict[str, list[str]] = {}
     for out in outs:
         frame = load_table(out, normalization=normalization)
+        options.setdefault(frame.attrs["options"], []).append(str(out))
         with Store(out, write=False) as store:
             notes.append(f"{out}: {store.completeness(frame.attrs['options']).sentence()}")
         for run, part in frame.groupby("run"):
             frames[run if len(outs) == 1 else f"{Path(out).name}/{run}"] = part
+    if len(options) > 1:  # per-head against whole matrices, or with embeddings against without: not comparable
+        raise ValueError("the analyses were measured with different options, so their numbers do not compare: "
+                         + "; ".join(f"{k} in {', '.join(v)}" for k, v in options.items())
+                         + "; analyse them with the same options (--per-head, --include-embeddings)")
     result = Report(dest / "compare.html")
-    result.figures += save(compare_runs(frames, "step"), dest / "plots" / "compare_step")
-    if any(f["tokens"].notna().any() for f in frames.values()):
-        result.figures += save(compare_runs(frames, "tokens"), dest / "plots" / "compare_tokens")
+    if any(f["step"].notna().any() for f in frames.values()):
+        result.figures += save(compare_runs(frames, "step"), dest / "plots" / "compare_step")
+        if any(f["tokens"].notna().any() for f in frames.values()):
+            result.figures += save(compare_runs(frames, "tokens"), dest / "plots" / "compare_tokens")
+        joined = __import__("pandas").concat([f.assign(run=name) for name, f in frames.items()])
+        result.figures += save(role_trajectory_plot(joined), dest / "plots" / "compare_roles")
+    result.figures += save(depth_profile({n: _last_checkpoint(f) for n, f in frames.items()}),
+                           dest / "plots" / "compare_depth")
     joined = __import__("pandas").concat([f.assign(run=name) for name, f in frames.items()])
-    result.figures += save(role_trajectory_plot(joined), dest / "plots" / "compare_roles")
     summary = role_trajectories(joined).groupby(["run", "role"])["normalized_np"].agg(["first", "last"]).reset_index()
     result.tables["summary"] = summary
     images = "".join(f'<img src="plots/{f.name}">' for f in result.figures if f.suffix == ".png")

@@ -92,13 +92,18 @@ def _pick_options(sets: list[str], per_head: bool | None, include_embeddings: bo
 
 
 def export(out: str | Path, fmt: str = "csv", **options: Any) -> Path:
-    """Write ``results.csv`` or ``results.parquet`` into ``out``; returns its path.
+    """Write ``results.csv`` or ``results.parquet`` into ``out``; returns its path. The columns of
+    :func:`load_table`, then ``normalization``, ``p``, ``per_head`` and ``include_embeddings``.
 
     The file is written beside its final name and renamed over it, so a killed export or a full disk leaves the
     previous table whole."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"`fmt` can be 'csv' or 'parquet', got {fmt!r}")
     frame = load_table(out, **options)
+    chosen = dict(part.split("=") for part in frame.attrs["options"].split(";"))
+    # The file says what it holds: a table read on its own cannot be mistaken for another normalization.
+    frame = frame.assign(normalization=options.get("normalization", "global"), p=float(options.get("p", 2.0)),
+                         per_head=chosen["per_head"] == "1", include_embeddings=chosen["embeddings"] == "1")
     path = Path(out) / f"results.{fmt}"
     partial = path.with_name(f".{path.name}.partial")
     try:

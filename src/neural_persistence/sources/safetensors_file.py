@@ -32,6 +32,15 @@ _DTYPES = {
 }
 
 
+#: Bytes per value of every dtype the safetensors format defines (None: packed below a byte), as its reader knows
+#: them; a header naming another dtype is refused, as that reader refuses it.
+FORMAT_DTYPE_BYTES: dict[str, int | None] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
+    "F4": None, "F6_E2M3": None, "F6_E3M2": None,
+}
+
+
 class CorruptCheckpointError(ValueError):
     """A checkpoint file cannot be read as what it claims to be."""
 
@@ -56,8 +65,8 @@ class SafetensorsFile:
     file; a header that is a JSON object with unique names; for each tensor an object with a string ``dtype``, a
     ``shape`` of non-negative integers and ``data_offsets`` of two integers ``0 <= start <= end``; offsets that
     tile the data exactly (sorted by start, each tensor beginning where the previous one ends, the last ending at
-    the end of the file); ``__metadata__``, if present, an object of strings. Per tensor, when read
-    (:meth:`check`): a supported dtype and a byte count that matches the shape.
+    the end of the file); a dtype of the format whose byte count matches the shape; ``__metadata__``, if present,
+    an object of strings. Per tensor, when read (:meth:`check`): a dtype this package reads.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -99,6 +108,16 @@ class SafetensorsFile:
                 or not 0 <= offsets[0] <= offsets[1]):
             raise CorruptCheckpointError(
                 f"{where}: data_offsets must be two integers 0 <= start <= end, got {offsets!r:.80}")
+        if dtype not in FORMAT_DTYPE_BYTES:
+            raise CorruptCheckpointError(f"{where}: dtype {dtype!r:.40} is not a safetensors dtype")
+        size = FORMAT_DTYPE_BYTES[dtype]
+        count = 1
+        for d in shape:
+            count *= d
+        if size is not None and offsets[1] - offsets[0] != count * size:
+            raise CorruptCheckpointError(
+                f"{where}: has {offsets[1] - offsets[0]} bytes for shape {tuple(shape)} {dtype} ({count * size} "
+                "expected)")
         return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1], self.path)
 
     def _check_tiling(self) -> None:
@@ -120,7 +139,8 @@ class SafetensorsFile:
         """The tensor's place, or CorruptCheckpointError naming the file and tensor when it cannot be read."""
         info = self.tensors[name]
         if info.dtype not in _DTYPES:
-            raise CorruptCheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {info.dtype}")
+            raise CorruptCheckpointError(f"{self.path}: tensor {name!r} has dtype {info.dtype}, which neural-persistence "
+                                         "does not read (float and integer dtypes of 8 to 64 bits, bfloat16)")
         itemsize = np.dtype(_DTYPES[info.dtype]).itemsize
         expected = int(np.prod(info.shape, dtype=np.int64)) * itemsize
         if info.end - info.start != expected:
