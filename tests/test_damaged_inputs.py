@@ -204,7 +204,7 @@ def test_misleading_messages_are_gone(good: Path, tmp_path: Path) -> None:
         assert any(fragment in message for _, _, message in summary.errors), (name, summary.errors)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3))
 def test_random_header_damage_is_read_as_the_official_reader_does_or_refused(flips: list[tuple[int, int]]) -> None:
     """Flipped header bytes: where safetensors' own reader refuses the file, analyze records a
@@ -397,3 +397,16 @@ def test_describe_orders_steps_as_numbers_and_leaves_no_value_blank(good: Path, 
     order = [int(m) for m in __import__("re").findall(r"│ +checkpoint-(\d+) │", printed)]
     assert order == [0, 100, 200, 1000, 1050]
     assert "nan" not in printed and "│    -1 │" not in printed
+
+
+def test_reports_of_each_normalization_are_kept_side_by_side(good: Path, tmp_path: Path) -> None:
+    for step in (0, 10):
+        shutil.copytree(good, tmp_path / "run" / f"checkpoint-{step}")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert main(["report", str(out), "--normalization", "layer"]) == 0
+    page, layer = (out / "report.html").read_text(), (out / "report-layer.html").read_text()
+    assert "normalization <b>global</b>" in page and "normalization <b>layer</b>" in layer
+    assert 'src="plots-layer/heads_first.png"' in layer and (out / "plots-layer" / "heads_first.png").is_file()
+    assert "How to read it" in page

@@ -160,15 +160,18 @@ def role_trajectory_plot(frame: Any, changes: Any = None, x: str = "step") -> An
     return fig
 
 
-def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
-    """Normalized NP of every attention head at one checkpoint: block (rows) x head (columns), per role."""
+def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None,
+                  scale: tuple[float, float] | None = None) -> Any:
+    """Normalized NP of every attention head at one checkpoint: block (rows) x head (columns), per role, on one
+    colour scale (``scale``: (min, max), to share it with another checkpoint's heatmap)."""
     data = frame[(frame["checkpoint"] == checkpoint) & (frame["head"] >= 0)]
     if run is not None:
         data = data[data["run"] == run]
     roles = [r for r in ("q", "k", "v", "o") if r in set(data["role"])]
     if not roles:
         raise ValueError(f"no per-head results at checkpoint {checkpoint!r}; analyse with per_head=True")
-    return _block_grid(data, roles, "head", f"per-head normalized NP at {checkpoint}", "magma", width=3.0)
+    return _block_grid(data, roles, "head", f"per-head normalized NP at {checkpoint}", "magma", width=3.0,
+                       scale=scale)
 
 
 def experts_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
@@ -183,11 +186,12 @@ def experts_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
     return _block_grid(data, roles, "expert", f"per-expert normalized NP at {checkpoint}", "cividis", width=3.2)
 
 
-def _block_grid(data: Any, roles: list[str], column: str, title: str, cmap: str, width: float) -> Any:
+def _block_grid(data: Any, roles: list[str], column: str, title: str, cmap: str, width: float,
+                scale: tuple[float, float] | None = None) -> Any:
     """One panel per role of block (rows) x ``column`` (columns), all on one colour scale."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(roles), figsize=(width * len(roles) + 1, 3.4), squeeze=False, layout="constrained")
-    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
+    vmin, vmax = scale if scale is not None else (data["normalized_np"].min(), data["normalized_np"].max())
     image = None
     for ax, role in zip(axes[0], roles):
         grid = data[data["role"] == role].pivot_table(index="block", columns=column, values="normalized_np")

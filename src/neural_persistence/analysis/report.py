@@ -34,9 +34,20 @@ img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table.t{border-collapse:c
 table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}h2{margin-top:1.6em}</style>"""
 
 
+_READING = """<p><b>How to read it.</b> Each weight matrix is a bipartite graph whose edges weigh |w| / w_max
+(w_max: the largest |w| of the checkpoint under <i>global</i> normalization, of the matrix under <i>layer</i>, of
+its role under <i>role</i>). Adding edges from the strongest down, each edge that joins two components ends a
+component's life; neural persistence (Rieck et al., ICLR 2019) is the 2-norm of those lifetimes, and normalized
+NP divides it by its largest possible value, so it lies in [0, 1] (a little above 1 only by the essential
+component). High: a few strong weights connect the graph and the rest is weak (concentrated, structured
+weights); low: weights of similar size everywhere. It largely follows the spread of |w| / w_max (Girrbach et
+al. 2023), so compare it with simple statistics before reading structure into it.</p>"""
+
+
 def report(out: str | Path, *, normalization: str = "global", penalty_scale: float = 1.0,
            extra_sections: list[tuple[str, str]] | None = None) -> Report:
-    """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out``.
+    """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out`` (``plots-layer/`` and
+    ``report-layer.html`` for ``normalization="layer"``, and so on: reports of other normalizations are kept).
 
     ``extra_sections`` are (title, HTML) pairs placed before the tables (the demo adds loss curves there).
     """
@@ -44,9 +55,12 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     frame = load_table(out, normalization=normalization)
     if frame.empty:
         raise ValueError(f"{out}: the analysis holds no results yet")
-    plots = out / "plots"
+    # One report per normalization, side by side: report.html and plots/ for global, report-layer.html and
+    # plots-layer/ for layer, ...
+    suffix = "" if normalization == "global" else f"-{normalization}"
+    plots = out / f"plots{suffix}"
     plots.mkdir(exist_ok=True)
-    result = Report(out / "report.html")
+    result = Report(out / f"report{suffix}.html")
     changes = change_summary(frame, by="role", penalty_scale=penalty_scale)
     by_matrix = change_summary(frame, by="matrix", penalty_scale=penalty_scale)
     stepped = frame["step"].notna().any()  # a training run, not a single model
@@ -59,8 +73,10 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
         frame["checkpoint"].unique().tolist()
     has_heads = (frame["head"] >= 0).any()
     if has_heads:
+        ends = frame[frame["checkpoint"].isin([checkpoints[0], checkpoints[-1]]) & (frame["head"] >= 0)]
+        scale = (float(ends["normalized_np"].min()), float(ends["normalized_np"].max()))  # first and last alike
         for label, ckpt in (("first", checkpoints[0]), ("last", checkpoints[-1])):
-            result.figures += save(heads_heatmap(frame, ckpt), plots / f"heads_{label}")
+            result.figures += save(heads_heatmap(frame, ckpt, scale=scale), plots / f"heads_{label}")
     has_experts = (frame["expert"] >= 0).any()
     if has_experts:
         result.figures += save(experts_heatmap(frame, checkpoints[-1]), plots / "experts_last")
@@ -78,28 +94,28 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     sections = [f"<h1>Neural persistence report</h1><p>{len(checkpoints)} checkpoints, "
                 f"{frame['tensor'].nunique()} tensors, {len(frame)} measured matrices; normalization "
                 f"<b>{normalization}</b>; change points: PELT (l2), penalty scale {penalty_scale}.</p>"
-                f"<p{warn}>{html.escape(completeness.sentence())}.</p>"]
+                f"<p{warn}>{html.escape(completeness.sentence())}.</p>" + _READING]
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     pngs = [f for f in result.figures if f.suffix == ".png"]
     if stepped:
         sections.append("<h2>Trajectories per role</h2>" + "".join(
-            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
         sections.append("<h2>Layer x step</h2>" + "".join(
-            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
     else:
         sections.append("<h2>By depth and role</h2><p>One model, no training steps: normalized NP of each role "
                         "along the depth of the network.</p>" + "".join(
-            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "depth"))
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "depth"))
     if has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
-            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
     if has_experts:
         sections.append("<h2>Experts at the last checkpoint</h2><p>Per-role trajectories above average over the "
                         "experts of each block; here each expert is shown apart.</p>" + "".join(
-            f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "experts_last"))
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "experts_last"))
     sections.append("<h2>A persistence diagram</h2>" + "".join(
-        f'<img src="plots/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
+        f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
     sections.append("<h2>Change points per role</h2>" + _table_html(changes))
     sections.append("<h2>Matrices that change first</h2>" + _table_html(result.tables["first_changes"]))
