@@ -410,3 +410,25 @@ def test_reports_of_each_normalization_are_kept_side_by_side(good: Path, tmp_pat
     assert "normalization <b>global</b>" in page and "normalization <b>layer</b>" in layer
     assert 'src="plots-layer/heads_first.png"' in layer and (out / "plots-layer" / "heads_first.png").is_file()
     assert "How to read it" in page
+
+
+def test_report_plots_the_trainers_loss_and_a_metrics_file_on_the_step_axis(good: Path, tmp_path: Path) -> None:
+    history = []
+    for step in (0, 10, 20):
+        history += [{"step": step, "loss": 3.0 - step / 10, "epoch": step / 10}, {"step": step, "eval_loss": 3.2 - step / 20}]
+        shutil.copytree(good, tmp_path / "run" / f"checkpoint-{step}")
+        (tmp_path / "run" / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps({"global_step": step, "log_history": history}))
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out)]) == 0
+    result = npers.analysis.report(out)
+    curves = result.tables["metrics"]
+    assert sorted(curves["metric"].unique()) == ["eval_loss", "loss"]
+    assert curves[curves["metric"] == "loss"].sort_values("step")["value"].tolist() == [3.0, 2.0, 1.0]
+    assert (out / "plots" / "metrics.png").stat().st_size > 10_000
+    assert "Training metrics and NP" in (out / "report.html").read_text()
+    pd.DataFrame({"step": [0, 10, 20], "accuracy": [0.1, 0.5, 0.7]}).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["report", str(out), "--metrics", str(tmp_path / "m.csv")]) == 0
+    assert "Training metrics and NP" in (out / "report.html").read_text()
+    pd.DataFrame({"epoch": [1]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["report", str(out), "--metrics", str(tmp_path / "bad.csv")]) == 2

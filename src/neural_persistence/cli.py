@@ -117,7 +117,8 @@ def _analyze(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .analysis.report import report
 
-    result = report(args.dir, normalization=args.normalization, penalty_scale=args.penalty_scale)
+    result = report(args.dir, normalization=args.normalization, penalty_scale=args.penalty_scale,
+                    metrics=args.metrics if args.metrics is not None else True)
     console = _console()
     console.print(_table("change points per role", result.tables["role_changes"]))
     if result.completeness is not None:
@@ -214,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="an analyze --out folder")
     normalization_option(p)
     p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
+    p.add_argument("--metrics", type=Path, default=None, metavar="FILE.csv",
+                   help="per-step metrics to plot above NP (a 'step' column and any others); default: the loss and "
+                        "eval curves of trainer_state.json")
     p.set_defaults(run=_report)
 
     p = command(

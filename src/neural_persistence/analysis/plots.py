@@ -10,7 +10,7 @@ import numpy as np
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["compare_runs", "depth_profile", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
+__all__ = ["compare_runs", "depth_profile", "metrics_plot", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
            "save"]
 
 
@@ -130,6 +130,26 @@ def depth_profile(frames: dict[str, Any]) -> Any:
     axes[0][0].set_ylabel("mean normalized NP")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("normalized NP by depth (mean over heads and experts)")
+    return fig
+
+
+def metrics_plot(metrics: Any, frame: Any) -> Any:
+    """Training metrics (loss, eval loss, ...) above mean normalized NP, on one step axis."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.6), sharex=True, layout="constrained")
+    for i, ((run, metric), part) in enumerate(metrics.groupby(["run", "metric"])):
+        part = part.sort_values("step")
+        label = metric if metrics["run"].nunique() == 1 else f"{run}: {metric}"
+        top.plot(part["step"], part["value"], color=f"C{i}", label=label, marker="." if len(part) < 60 else None)
+    top.set_ylabel("logged value")
+    top.legend(fontsize=7)
+    top.set_title("training metrics (trainer_state.json or --metrics) and neural persistence")
+    means = frame.dropna(subset=["step"]).groupby(["run", "step"])["normalized_np"].mean().reset_index()
+    for i, (run, part) in enumerate(means.groupby("run")):
+        bottom.plot(part["step"], part["normalized_np"], marker=".", color=f"C{i}", label=str(run))
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("mean normalized NP")
+    bottom.legend(fontsize=7)
     return fig
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plots import compare_runs, depth_profile, experts_heatmap, heads_heatmap, layer_heatmap, role_trajectory_plot, save
+from .plots import compare_runs, depth_profile, experts_heatmap, metrics_plot, heads_heatmap, layer_heatmap, role_trajectory_plot, save
 from .store import Completeness, Store
 from .table import load_table
 from .trajectory import change_summary, role_trajectories
@@ -45,11 +45,13 @@ al. 2023), so compare it with simple statistics before reading structure into it
 
 
 def report(out: str | Path, *, normalization: str = "global", penalty_scale: float = 1.0,
-           extra_sections: list[tuple[str, str]] | None = None) -> Report:
+           extra_sections: list[tuple[str, str]] | None = None, metrics: str | Path | bool = True) -> Report:
     """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out`` (``plots-layer/`` and
     ``report-layer.html`` for ``normalization="layer"``, and so on: reports of other normalizations are kept).
 
     ``extra_sections`` are (title, HTML) pairs placed before the tables (the demo adds loss curves there).
+    ``metrics``: True plots the loss and evaluation curves of the runs' ``trainer_state.json`` above mean NP on
+    the same step axis; a path reads a CSV of per-step columns instead; False leaves them out.
     """
     out = Path(out)
     frame = load_table(out, normalization=normalization)
@@ -64,6 +66,10 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     changes = change_summary(frame, by="role", penalty_scale=penalty_scale)
     by_matrix = change_summary(frame, by="matrix", penalty_scale=penalty_scale)
     stepped = frame["step"].notna().any()  # a training run, not a single model
+    curves = _metrics(out, metrics) if stepped and metrics is not False else None
+    if curves is not None and len(curves):
+        result.figures += save(metrics_plot(curves, frame), plots / "metrics")
+        result.tables["metrics"] = curves
     if stepped:
         result.figures += save(role_trajectory_plot(frame, changes), plots / "trajectories")
         result.figures += save(layer_heatmap(frame), plots / "layer_heatmap")
@@ -98,6 +104,9 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     pngs = [f for f in result.figures if f.suffix == ".png"]
+    if curves is not None and len(curves):
+        sections.append("<h2>Training metrics and NP</h2>" + "".join(
+            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "metrics"))
     if stepped:
         sections.append("<h2>Trajectories per role</h2>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
@@ -149,6 +158,14 @@ def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plot
              + (f" head {tree.head}" if tree.head >= 0 else ""))
     plot_diagram(diagram_from_tree(tree.tree, float(scale)), title=f"{label} at {checkpoint}", ax=ax)
     return save(fig, plots / "diagram")
+
+
+def _metrics(out: Path, metrics: str | Path | bool) -> Any:
+    from .metrics import metrics_from_csv, training_metrics
+
+    if isinstance(metrics, bool):
+        return training_metrics(out)
+    return metrics_from_csv(metrics)
 
 
 def _last_checkpoint(frame: Any) -> Any:

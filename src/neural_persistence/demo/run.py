@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         ("Loss and neural persistence during training", f'<img src="plots/{figures[0].name}" alt="loss">'),
         ("What the numbers say", f"<p>{html.escape(paragraph)}</p>"),
     ]
-    result = report(out, extra_sections=sections)
+    result = report(out, extra_sections=sections, metrics=False)  # its own loss figure, with the stopping point
     numbers["history"] = {"checkpoints": history.checkpoints, "checks": history.checks}
     (out / "summary.json").write_text(json.dumps(numbers, indent=1, default=float))
     console.print(f"\n[bold]{paragraph}[/bold]\n")
