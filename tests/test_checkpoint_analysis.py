@@ -413,3 +413,24 @@ def _resident(fd: int, start: int, length: int) -> float:
         finally:
             del anchor  # the mapping closes only once nothing points into it
     return sum(v & 1 for v in vec) / pages
+
+
+def test_first_changes_say_ties_and_rank_by_size() -> None:
+    from neural_persistence.analysis.trajectory import first_changes
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for tensor, jump, size in (("a", 8, 0.05), ("b", 8, 0.2), ("c", 8, -0.1), ("d", 14, 0.1), ("e", 2, 0.1),
+                               ("f", None, 0)):
+        for i in range(20):
+            value = 0.5 + (size if jump is not None and i >= jump else 0) + rng.normal(0, 0.001)
+            rows.append(dict(run="r", tensor=tensor, block=0, role="q", head=-1, expert=-1, step=100 * i,
+                             normalized_np=value))
+    frame = pd.DataFrame(rows)
+    groups = first_changes(frame, change_summary(frame))
+    assert groups["step"].tolist() == [200, 800, 1400]
+    assert groups["n_series"].tolist() == [1, 3, 1]
+    tie = groups.iloc[1]
+    assert tie["series"] == ["block 0 q", "block 0 q", "block 0 q"] and len(tie["sizes"]) == 3
+    assert [round(abs(v), 2) for v in tie["sizes"]] == [0.2, 0.1, 0.05]  # largest change first
+    assert groups["separable"].tolist() == [False, True, True]  # step 200: the earliest a change point can be

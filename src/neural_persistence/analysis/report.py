@@ -10,7 +10,7 @@ from typing import Any
 from .plots import compare_runs, depth_profile, experts_heatmap, metrics_plot, heads_heatmap, layer_heatmap, role_trajectory_plot, save
 from .store import Completeness, Store
 from .table import load_table
-from .trajectory import change_summary, role_trajectories
+from .trajectory import change_summary, first_changes, role_trajectories
 
 __all__ = ["Report", "compare", "report"]
 
@@ -90,7 +90,7 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     last = frame[frame["checkpoint"] == checkpoints[-1]]
     result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
     result.tables["role_changes"] = changes
-    result.tables["first_changes"] = by_matrix.dropna(subset=["first_change"]).head(15)
+    result.tables["first_changes"] = first_changes(frame, by_matrix)
     with Store(out, write=False) as store:
         errors = store.errors()
         completeness = store.completeness(frame.attrs["options"])
@@ -127,13 +127,24 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
         f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
     sections.append("<h2>Change points per role</h2>" + _table_html(changes))
-    sections.append("<h2>Matrices that change first</h2>" + _table_html(result.tables["first_changes"]))
+    sections.append("<h2>Matrices that change first</h2><p>Series whose first change point falls at the same step "
+                    "are one row: they changed together as far as the checkpoints tell (largest change first; "
+                    "<i>separable</i> is false at the earliest step a change point can have, where the spacing cannot order them).</p>"
+                    + _table_html(_first_changes_shown(result.tables["first_changes"])))
     if errors:
         sections.append("<h2>Tensors that could not be measured</h2><ul>" + "".join(
             f"<li>{html.escape(c)} / {html.escape(t)}: {html.escape(m)}</li>" for _, c, t, m in errors) + "</ul>")
     result.html.write_text(f"<!doctype html><meta charset=utf-8><title>neural persistence</title>{_STYLE}"
                            + "\n".join(sections))
     return result
+
+
+def _first_changes_shown(groups: Any, names: int = 6) -> Any:
+    """The first-change groups as a page shows them: at most ``names`` series a row, with their sizes."""
+    shown = groups.head(10).copy()
+    shown["series"] = [", ".join(f"{n} ({v:+.3f})" for n, v in list(zip(s, z))[:names]) + (" ..." if len(s) > names else "")
+                       for s, z in zip(shown["series"], shown["sizes"])]
+    return shown.drop(columns="sizes")
 
 
 def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plots: Path) -> list[Path]:

@@ -19,7 +19,7 @@ import numpy as np
 from .._optional import require
 from .store import DB_NAME
 
-__all__ = ["change_points", "change_summary", "role_trajectories", "trajectory"]
+__all__ = ["change_points", "change_summary", "first_changes", "role_trajectories", "trajectory"]
 
 
 def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) -> Any:
@@ -97,3 +97,40 @@ def change_summary(frame: Any, by: str = "matrix", penalty_scale: float = 1.0) -
                      "n_change_points": len(points)})
     table = pd.DataFrame(rows, columns=keys + ["change_points", "first_change", "n_change_points"])
     return table.sort_values("first_change", na_position="last").reset_index(drop=True)
+
+
+def first_changes(frame: Any, summary: Any, min_size: int = 2) -> Any:
+    """Who changes first, with ties said: one row per distinct first change step, earliest first.
+
+    ``summary`` is :func:`change_summary` ``(frame, by="matrix")``. Series whose first change point falls at the
+    same step changed *together* as far as the checkpoints can tell, so they are one row: ``series`` lists them
+    largest change first (``size``: the mean of the series over the checkpoints after the step minus the mean
+    before it, up to its next change point), and ``separable`` is False when the step is the earliest one a
+    change point can have (``min_size`` checkpoints after the start, as in :func:`change_points`): a change that
+    happened anywhere before it is reported there, so the spacing cannot order those series.
+    """
+    pd = require("pandas", "plot")
+    keys = [k for k in ("run", "tensor", "block", "role", "head", "expert") if k in summary.columns]
+    changed = summary.dropna(subset=["first_change"])
+    steps = sorted(frame["step"].dropna().unique())
+    rows = []
+    for step, group in changed.groupby("first_change", sort=True):
+        sizes = []
+        for record in group.itertuples(index=False):
+            mask = np.ones(len(frame), bool)
+            for k in keys:
+                mask &= (frame[k] == getattr(record, k)).to_numpy()
+            series = frame[mask].dropna(subset=["step"]).sort_values("step")
+            later = [p for p in record.change_points if p > step]
+            before = series[series["step"] < step]["normalized_np"]
+            after = series[(series["step"] >= step) & (series["step"] < (later[0] if later else np.inf))]["normalized_np"]
+            size = float(after.mean() - before.mean()) if len(before) and len(after) else float("nan")
+            name = f"block {int(record.block)} {record.role}" + (
+                f" expert {int(record.expert)}" if getattr(record, "expert", -1) >= 0 else "") + (
+                f" head {int(record.head)}" if record.head >= 0 else "")
+            sizes.append((abs(size) if size == size else -1.0, name, size))
+        sizes.sort(reverse=True)
+        rows.append({"step": int(step), "n_series": len(sizes), "series": [n for _, n, _ in sizes],
+                     "sizes": [round(v, 6) for _, _, v in sizes],
+                     "separable": len(steps) <= min_size or step != steps[min_size]})
+    return pd.DataFrame(rows, columns=["step", "n_series", "series", "sizes", "separable"])

@@ -129,18 +129,24 @@ def loss_bend(steps: list[int], losses: list[float], share: float = 0.8) -> int:
 
 def narrative(frame: Any, by_matrix: Any, by_role: Any, history: History, stopper: Any) -> tuple[str, dict]:
     """A paragraph, and its numbers, from the analysis and the training record."""
+    from ..analysis.trajectory import first_changes
+
     ckpts = history.checkpoints
     steps = [c["step"] for c in ckpts]
     bend = loss_bend(steps, [c["eval_loss"] for c in ckpts])
-    first = by_matrix.dropna(subset=["first_change"]).head(3)
+    groups = first_changes(frame, by_matrix)
     numbers: dict[str, Any] = {"loss_bend_step": bend, "final_eval_loss": ckpts[-1]["eval_loss"]}
     parts = []
-    if len(first):
-        names = [f"block {int(r.block)} {r.role}" + (f" head {int(r.head)}" if r.head >= 0 else "")
-                 for r in first.itertuples()]
-        numbers["first_changes"] = [{"matrix": n, "step": int(s)} for n, s in zip(names, first["first_change"])]
-        parts.append(f"The first matrices to change were {', '.join(names)} (first change points at steps "
-                     f"{', '.join(str(int(s)) for s in first['first_change'])}).")
+    if len(groups):
+        top = groups.iloc[0]
+        numbers["first_changes"] = [{"step": int(g.step), "series": g.series, "sizes": g.sizes}
+                                    for g in groups.head(3).itertuples()]
+        largest = ", ".join(f"{n} ({v:+.3f})" for n, v in list(zip(top.series, top.sizes))[:3])
+        together = (f"{top.n_series} series first changed together at step {top.step}"
+                    if top.n_series > 1 else f"The first series to change was {top.series[0]}, at step {top.step}")
+        parts.append(together + (", the earliest step a change point can have, so the checkpoint spacing cannot "
+                                 "tell which changed first" if not top.separable else "")
+                     + (f" (largest changes: {largest})." if top.n_series > 1 else "."))
     else:
         parts.append("No matrix showed a change point: the run may be too short for PELT to separate phases.")
     role_points = sorted({p for points in by_role["change_points"] for p in points})
