@@ -92,20 +92,25 @@ def per_head_interleaved(fused: np.ndarray, heads: int, hd: int) -> tuple[np.nda
     return tuple(g[:, i].reshape(heads * hd, -1) for i in range(3))
 
 
+def h_to_4h(mlp: torch.nn.Module) -> dict[tuple[str, int, bool], np.ndarray]:
+    """The MLP of NeoX, Bloom and Falcon: dense_h_to_4h (up), dense_4h_to_h (down)."""
+    return {("mlp_up", -1, False): w(mlp.dense_h_to_4h.weight), ("mlp_down", -1, False): w(mlp.dense_4h_to_h.weight)}
+
+
+def interleaved(attention: torch.nn.Module, mlp: torch.nn.Module) -> Block:
+    """NeoX and Bloom blocks: query_key_value rows per head, dense the output map."""
+    q, k, v = per_head_interleaved(w(attention.query_key_value.weight), 4, 8)
+    return Block(q, k, v, w(attention.dense.weight), 4, 4, h_to_4h(mlp))
+
+
 def neox(model: torch.nn.Module, b: int) -> Block:
     layer = model.gpt_neox.layers[b]
-    q, k, v = per_head_interleaved(w(layer.attention.query_key_value.weight), 4, 8)
-    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
-           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
-    return Block(q, k, v, w(layer.attention.dense.weight), 4, 4, mlp)
+    return interleaved(layer.attention, layer.mlp)
 
 
 def bloom(model: torch.nn.Module, b: int) -> Block:
     layer = model.transformer.h[b]
-    q, k, v = per_head_interleaved(w(layer.self_attention.query_key_value.weight), 4, 8)
-    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
-           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
-    return Block(q, k, v, w(layer.self_attention.dense.weight), 4, 4, mlp)
+    return interleaved(layer.self_attention, layer.mlp)
 
 
 def falcon(model: torch.nn.Module, b: int) -> Block:
@@ -113,8 +118,7 @@ def falcon(model: torch.nn.Module, b: int) -> Block:
     layer = model.transformer.h[b]
     g = w(layer.self_attention.query_key_value.weight).reshape(2, 4, 8, 32)
     q, k, v = g[:, :2].reshape(32, 32), g[:, 2].reshape(16, 32), g[:, 3].reshape(16, 32)
-    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
-           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    mlp = h_to_4h(layer.mlp)
     return Block(q, k, v, w(layer.self_attention.dense.weight), 4, 2, mlp)
 
 
@@ -122,8 +126,7 @@ def falcon_multi_query(model: torch.nn.Module, b: int) -> Block:
     """Falcon's multi_query: view(heads + 2, head_dim): all queries, one key head, one value head."""
     layer = model.transformer.h[b]
     fused = w(layer.self_attention.query_key_value.weight)
-    mlp = {("mlp_up", -1, False): w(layer.mlp.dense_h_to_4h.weight),
-           ("mlp_down", -1, False): w(layer.mlp.dense_4h_to_h.weight)}
+    mlp = h_to_4h(layer.mlp)
     return Block(fused[:32], fused[32:40], fused[40:48], w(layer.self_attention.dense.weight), 4, 1, mlp)
 
 

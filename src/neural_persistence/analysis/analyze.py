@@ -184,8 +184,8 @@ def analyze(
 
 
 def _check_complete(store: Store, key: str, units: Sequence[Unit], summary: AnalysisSummary) -> None:
-    """Every measured tensor has exactly the matrices its plan has; a tensor that has not becomes an error."""
-    store.db.commit()
+    """Every measured tensor has exactly the matrices its plan has; a tensor that has not becomes an error.
+    (The connection sees its own uncommitted rows: nothing needs committing first.)"""
     counts = store.stored_counts(key)
     for unit in units:
         stored = counts.get(unit.key, 0)
