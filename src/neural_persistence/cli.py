@@ -117,10 +117,13 @@ def _analyze(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .analysis.report import report
 
-    result = report(args.dir, normalization=args.normalization, penalty_scale=args.penalty_scale,
+    from .analysis.changepoints import TrendChangeDetector
+    from .analysis.trajectory import changes_shown
+
+    result = report(args.dir, normalization=args.normalization, detector=TrendChangeDetector(alpha=args.alpha),
                     metrics=args.metrics if args.metrics is not None else True)
     console = _console()
-    console.print(_table("change points per role", result.tables["role_changes"]))
+    console.print(_table("change points per role", changes_shown(result.tables["role_changes"])))
     if result.completeness is not None:
         incomplete = result.completeness.missing or result.completeness.failed
         console.print(("[yellow]" if incomplete else "") + result.completeness.sentence())
@@ -157,6 +160,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     demo(["--fast"] if args.fast else [])
     return 0
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="an analyze --out folder")
     normalization_option(p)
-    p.add_argument("--penalty-scale", type=float, default=1.0, help="larger: fewer change points (PELT penalty)")
+    p.add_argument("--alpha", type=_probability, default=0.02,
+                   help="chance that a series without a change gets a change point (default 0.02; smaller: "
+                        "fewer, surer change points)")
     p.add_argument("--metrics", type=Path, default=None, metavar="FILE.csv",
                    help="per-step metrics to plot above NP (a 'step' column and any others); default: the loss and "
                         "eval curves of trainer_state.json")

@@ -10,7 +10,8 @@ from typing import Any
 from .plots import compare_runs, depth_profile, experts_heatmap, metrics_plot, heads_heatmap, layer_heatmap, role_trajectory_plot, save
 from .store import Completeness, Store
 from .table import load_table
-from .trajectory import change_summary, first_changes, role_trajectories
+from .changepoints import Detector, TrendChangeDetector
+from .trajectory import change_summary, changes_shown, first_changes, role_trajectories
 
 __all__ = ["Report", "compare", "report"]
 
@@ -44,11 +45,12 @@ weights); low: weights of similar size everywhere. It largely follows the spread
 al. 2023), so compare it with simple statistics before reading structure into it.</p>"""
 
 
-def report(out: str | Path, *, normalization: str = "global", penalty_scale: float = 1.0,
+def report(out: str | Path, *, normalization: str = "global", detector: Detector | None = None,
            extra_sections: list[tuple[str, str]] | None = None, metrics: str | Path | bool = True) -> Report:
     """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out`` (``plots-layer/`` and
     ``report-layer.html`` for ``normalization="layer"``, and so on: reports of other normalizations are kept).
 
+    ``detector`` finds the change points (default :class:`TrendChangeDetector` ``()``).
     ``extra_sections`` are (title, HTML) pairs placed before the tables (the demo adds loss curves there).
     ``metrics``: True plots the loss and evaluation curves of the runs' ``trainer_state.json`` above mean NP on
     the same step axis; a path reads a CSV of per-step columns instead; False leaves them out.
@@ -63,8 +65,9 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     plots = out / f"plots{suffix}"
     plots.mkdir(exist_ok=True)
     result = Report(out / f"report{suffix}.html")
-    changes = change_summary(frame, by="role", penalty_scale=penalty_scale)
-    by_matrix = change_summary(frame, by="matrix", penalty_scale=penalty_scale)
+    detector = detector or TrendChangeDetector()
+    changes = change_summary(frame, by="role", detector=detector)
+    by_matrix = change_summary(frame, by="matrix", detector=detector)
     stepped = frame["step"].notna().any()  # a training run, not a single model
     curves = _metrics(out, metrics) if stepped and metrics is not False else None
     if curves is not None and len(curves):
@@ -99,7 +102,7 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     warn = ' style="color:#b00"' if completeness.missing or completeness.failed else ""
     sections = [f"<h1>Neural persistence report</h1><p>{len(checkpoints)} checkpoints, "
                 f"{frame['tensor'].nunique()} tensors, {len(frame)} measured matrices; normalization "
-                f"<b>{normalization}</b>; change points: PELT (l2), penalty scale {penalty_scale}.</p>"
+                f"<b>{normalization}</b>; change points: {html.escape(_detector_words(detector))}.</p>"
                 f"<p{warn}>{html.escape(completeness.sentence())}.</p>" + _READING]
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
@@ -126,9 +129,13 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     sections.append("<h2>A persistence diagram</h2>" + "".join(
         f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
-    sections.append("<h2>Change points per role</h2>" + _table_html(changes))
+    sections.append("<h2>Change points per role</h2><p>A level shift is a jump between two checkpoints; a "
+                    "slope change a kink, sized by how far the series moved off its earlier trend by its next "
+                    "change; sigma is the noise of the series around its trend; a smooth rise or fall is not a "
+                    "change.</p>" + _table_html(changes_shown(changes)))
     sections.append("<h2>Matrices that change first</h2><p>Series whose first change point falls at the same step "
-                    "are one row: they changed together as far as the checkpoints tell (largest change first; "
+                    "are one row: they changed together as far as the checkpoints tell (most confident, then "
+                    "largest change first; "
                     "<i>separable</i> is false at the earliest step a change point can have, where the spacing cannot order them).</p>"
                     + _table_html(_first_changes_shown(result.tables["first_changes"])))
     if errors:
@@ -139,12 +146,21 @@ def report(out: str | Path, *, normalization: str = "global", penalty_scale: flo
     return result
 
 
+def _detector_words(detector: Detector) -> str:
+    if isinstance(detector, TrendChangeDetector):
+        return (f"level shifts and slope changes on a smooth trend, false-alarm rate {detector.alpha:g} per "
+                f"series, at least {detector.min_size} checkpoints apart")
+    return repr(detector)
+
+
 def _first_changes_shown(groups: Any, names: int = 6) -> Any:
-    """The first-change groups as a page shows them: at most ``names`` series a row, with their sizes."""
+    """The first-change groups as a page shows them: at most ``names`` series a row, with kind, size and
+    confidence."""
     shown = groups.head(10).copy()
-    shown["series"] = [", ".join(f"{n} ({v:+.3f})" for n, v in list(zip(s, z))[:names]) + (" ..." if len(s) > names else "")
-                       for s, z in zip(shown["series"], shown["sizes"])]
-    return shown.drop(columns="sizes")
+    shown["series"] = [", ".join(f"{n} ({k} {v:+.3f}, conf. {c:.2f})" for n, k, v, c in list(zip(s, kk, z, cc))[:names])
+                       + (" ..." if len(s) > names else "")
+                       for s, kk, z, cc in zip(shown["series"], shown["kinds"], shown["sizes"], shown["confidences"])]
+    return shown.drop(columns=["kinds", "sizes", "confidences"])
 
 
 def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plots: Path) -> list[Path]:

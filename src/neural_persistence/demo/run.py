@@ -148,7 +148,8 @@ def narrative(frame: Any, by_matrix: Any, by_role: Any, history: History, stoppe
                                  "tell which changed first" if not top.separable else "")
                      + (f" (largest changes: {largest})." if top.n_series > 1 else "."))
     else:
-        parts.append("No matrix showed a change point: the run may be too short for PELT to separate phases.")
+        parts.append("No matrix showed a change point: every series is a smooth trend plus noise as far as "
+                     f"{len(frame['step'].dropna().unique())} checkpoints can tell.")
     role_points = sorted({p for points in by_role["change_points"] for p in points})
     numbers["role_change_points"] = role_points
     before = [p for p in role_points if p <= bend]
