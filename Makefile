@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml | $(PY)
 DEMO_OUT ?= demo-output
 DATA_DIR ?= .data
 
-# Data from Debian's packages: bible-kjv (the demo's corpus) and dataset-fashion-mnist (the paper reproduction).
-# Installed here when apt-get can (as root); otherwise the programs that need them say how.
-DEBIAN_DATA := bible-kjv dataset-fashion-mnist
+# From Debian's packages: bible-kjv (the demo's corpus), dataset-fashion-mnist (the paper reproduction) and
+# chromium (the headless browser the report tests open the pages in). Installed here when apt-get can (as root);
+# otherwise the programs that need them say how.
+DEBIAN_DATA := bible-kjv dataset-fashion-mnist chromium
 corpus:
 	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

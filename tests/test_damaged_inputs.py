@@ -408,7 +408,7 @@ def test_reports_of_each_normalization_are_kept_side_by_side(good: Path, tmp_pat
     assert main(["report", str(out), "--normalization", "layer"]) == 0
     page, layer = (out / "report.html").read_text(), (out / "report-layer.html").read_text()
     assert "normalization <b>global</b>" in page and "normalization <b>layer</b>" in layer
-    assert 'src="plots-layer/heads_first.png"' in layer and (out / "plots-layer" / "heads_first.png").is_file()
+    assert 'href="plots-layer/heads_first.png"' in layer and (out / "plots-layer" / "heads_first.png").is_file()
     assert "How to read it" in page
 
 
@@ -426,9 +426,14 @@ def test_report_plots_the_trainers_loss_and_a_metrics_file_on_the_step_axis(good
     assert sorted(curves["metric"].unique()) == ["eval_loss", "loss"]
     assert curves[curves["metric"] == "loss"].sort_values("step")["value"].tolist() == [3.0, 2.0, 1.0]
     assert (out / "plots" / "metrics.png").stat().st_size > 10_000
-    assert "Training metrics and NP" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Training metrics and trajectories per role" in page  # one figure, linked step axes
+    assert '"name":"eval_loss"' in page and '"name":"loss"' in page and 'href="plots/metrics.png"' in page
     pd.DataFrame({"step": [0, 10, 20], "accuracy": [0.1, 0.5, 0.7]}).to_csv(tmp_path / "m.csv", index=False)
     assert main(["report", str(out), "--metrics", str(tmp_path / "m.csv")]) == 0
-    assert "Training metrics and NP" in (out / "report.html").read_text()
+    assert '"name":"accuracy"' in (out / "report.html").read_text()
+    assert main(["report", str(out), "--metrics", str(tmp_path / "m.csv"), "--static"]) == 0
+    static = (out / "report.html").read_text()
+    assert "Training metrics and NP" in static and 'src="plots/metrics.png"' in static and "<script>" not in static
     pd.DataFrame({"epoch": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     assert main(["report", str(out), "--metrics", str(tmp_path / "bad.csv")]) == 2

@@ -121,7 +121,7 @@ def _report(args: argparse.Namespace) -> int:
     from .analysis.trajectory import changes_shown
 
     result = report(args.dir, normalization=args.normalization, detector=TrendChangeDetector(alpha=args.alpha),
-                    metrics=args.metrics if args.metrics is not None else True)
+                    metrics=args.metrics if args.metrics is not None else True, interactive=not args.static)
     console = _console()
     console.print(_table("change points per role", changes_shown(result.tables["role_changes"])))
     if result.completeness is not None:
@@ -134,7 +134,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from .analysis.report import compare
 
-    result = compare(args.dirs, args.out, normalization=args.normalization)
+    result = compare(args.dirs, args.out, normalization=args.normalization, interactive=not args.static)
     console = _console()
     console.print(_table("mean normalized NP per role, first and last checkpoint", result.tables["summary"]))
     for note in result.tables["completeness"]:
@@ -160,6 +160,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     demo(["--fast"] if args.fast else [])
     return 0
+
+
+def static_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--static", action="store_true",
+                   help="images only: no interactive (plotly) figures, and a page of a few kB instead of ~5 MB")
 
 
 def _probability(text: str) -> float:
@@ -231,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=None, metavar="FILE.csv",
                    help="per-step metrics to plot above NP (a 'step' column and any others); default: the loss and "
                         "eval curves of trainer_state.json")
+    static_option(p)
     p.set_defaults(run=_report)
 
     p = command(
@@ -240,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="analyze --out folders")
     p.add_argument("--out", required=True, type=Path, help="folder for compare.html and plots")
+    static_option(p)
     normalization_option(p)
     p.set_defaults(run=_compare)
 

@@ -10,7 +10,7 @@ import numpy as np
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["compare_runs", "depth_profile", "metrics_plot", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
+__all__ = ["compare_runs", "death_distribution", "depth_profile", "metrics_plot", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
            "save"]
 
 
@@ -75,6 +75,36 @@ def save(fig: Any, path: str | Path) -> list[Path]:
     return out
 
 
+def short_number(value: float) -> str:
+    """A step as a tick label: 950, 12k, 1.5k, 143k, 2.1M."""
+    value = float(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.4g}"
+
+
+def death_distribution(diagram: PersistenceDiagram, title: str = "") -> Any:
+    """Where the merges of a diagram fall: every point is born at 1, so the diagram is a strip; its information
+    is the distribution of deaths (normalized |w| of the spanning-tree edges), shown as a histogram and as the
+    sorted persistences 1 - death whose p-norm is NP."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
+    deaths = np.sort(diagram.deaths[diagram.deaths > 0])
+    left.hist(deaths, bins=min(60, max(10, len(deaths) // 10)), range=(0, 1), color="C0")
+    left.set_xlabel("death (normalized |w| of the merging edge)")
+    left.set_ylabel("merges")
+    left.set_title(f"{len(deaths)} merges; births all 1", fontsize=9)
+    persistence = np.sort(1 - deaths)[::-1]
+    right.plot(np.arange(1, len(persistence) + 1), persistence, color="C1")
+    right.set_xscale("log")
+    right.set_xlabel("rank of the merge (longest-lived first)")
+    right.set_ylabel("persistence 1 - death")
+    right.set_title("persistences, whose 2-norm is NP", fontsize=9)
+    fig.suptitle(title or "persistence diagram", fontsize=10)
+    return fig
+
+
 def layer_heatmap(frame: Any, run: str | None = None) -> Any:
     """Normalized NP by block (rows) and step (columns), one panel per role (heads averaged)."""
     plt = _pyplot()
@@ -94,8 +124,9 @@ def layer_heatmap(frame: Any, run: str | None = None) -> Any:
         image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="viridis")
         ax.set_title(role)
         ax.set_xlabel("step")
-        ticks = np.linspace(0, grid.shape[1] - 1, min(5, grid.shape[1])).astype(int)
-        ax.set_xticks(ticks, [str(grid.columns[t]) for t in ticks], fontsize=7)
+        # Columns are checkpoints (uneven in steps): a few ticks at checkpoint steps, written short.
+        ticks = np.unique(np.linspace(0, grid.shape[1] - 1, min(6, grid.shape[1])).round().astype(int))
+        ax.set_xticks(ticks, [short_number(grid.columns[t]) for t in ticks], fontsize=7, rotation=45, ha="right")
         ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index], fontsize=7)
         ax.set_ylabel("block")
     if image is not None:
@@ -169,8 +200,10 @@ def role_trajectory_plot(frame: Any, changes: Any = None, x: str = "step") -> An
             ax.plot(series["step"], series["normalized_np"], styles[i % 4], color=f"C{j}", marker=".", label=label)
             if changes is not None:
                 row = changes[(changes["run"] == run) & (changes["role"] == role)]
-                for step in (row["change_points"].iloc[0] if len(row) else []):
-                    ax.axvline(step, color=f"C{j}", ls=":", lw=1, alpha=0.7)
+                for change in (row["changes"].iloc[0] if len(row) else []):
+                    ax.axvline(change.step, color=f"C{j}", ls=":", lw=1, alpha=0.8)
+                    ax.annotate(f"{role}: {change.kind}", (change.step, 1.0), xycoords=("data", "axes fraction"),
+                                rotation=90, va="top", ha="right", fontsize=6.5, color=f"C{j}")
     ax.set_xlabel(x)
     ax.set_ylabel("mean normalized NP")
     experts = "expert" in frame and (frame["expert"] >= 0).any()

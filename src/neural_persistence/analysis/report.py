@@ -46,7 +46,8 @@ al. 2023), so compare it with simple statistics before reading structure into it
 
 
 def report(out: str | Path, *, normalization: str = "global", detector: Detector | None = None,
-           extra_sections: list[tuple[str, str]] | None = None, metrics: str | Path | bool = True) -> Report:
+           extra_sections: list[tuple[str, str]] | None = None, metrics: str | Path | bool = True,
+           interactive: bool = True) -> Report:
     """Write ``plots/*.png|svg`` and ``report.html`` into the analysis folder ``out`` (``plots-layer/`` and
     ``report-layer.html`` for ``normalization="layer"``, and so on: reports of other normalizations are kept).
 
@@ -54,6 +55,8 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     ``extra_sections`` are (title, HTML) pairs placed before the tables (the demo adds loss curves there).
     ``metrics``: True plots the loss and evaluation curves of the runs' ``trainer_state.json`` above mean NP on
     the same step axis; a path reads a CSV of per-step columns instead; False leaves them out.
+    ``interactive``: the page's trajectories and head heatmaps are plotly figures (zoom, hover; the library is
+    written into the page, which stays self-contained and works offline); False shows the static PNGs only.
     """
     out = Path(out)
     frame = load_table(out, normalization=normalization)
@@ -68,7 +71,7 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     detector = detector or TrendChangeDetector()
     changes = change_summary(frame, by="role", detector=detector)
     by_matrix = change_summary(frame, by="matrix", detector=detector)
-    stepped = frame["step"].notna().any()  # a training run, not a single model
+    stepped = bool(frame["step"].notna().any())  # a training run, not a single model
     curves = _metrics(out, metrics) if stepped and metrics is not False else None
     if curves is not None and len(curves):
         result.figures += save(metrics_plot(curves, frame), plots / "metrics")
@@ -80,7 +83,8 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
         result.figures += save(depth_profile({name: part for name, part in frame.groupby("run")}), plots / "depth")
     checkpoints = frame.dropna(subset=["step"]).sort_values("step")["checkpoint"].unique().tolist() or \
         frame["checkpoint"].unique().tolist()
-    has_heads = (frame["head"] >= 0).any()
+    has_heads = bool((frame["head"] >= 0).any())
+    scale = (0.0, 1.0)
     if has_heads:
         ends = frame[frame["checkpoint"].isin([checkpoints[0], checkpoints[-1]]) & (frame["head"] >= 0)]
         scale = (float(ends["normalized_np"].min()), float(ends["normalized_np"].max()))  # first and last alike
@@ -107,26 +111,45 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     for title, body in extra_sections or []:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     pngs = [f for f in result.figures if f.suffix == ".png"]
-    if curves is not None and len(curves):
-        sections.append("<h2>Training metrics and NP</h2>" + "".join(
-            f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "metrics"))
-    if stepped:
+    if stepped and interactive:
+        from . import interactive as live
+
+        title = "Training metrics and trajectories per role" if curves is not None and len(curves) else \
+            "Trajectories per role"
+        sections.append(f"<h2>{title}</h2><p>Drag to zoom (double-click: back), hover for values, click a legend "
+                        f"entry to hide it; dotted lines: change points, named by role and kind. Static copies: "
+                        f"{_links(plots, pngs, ('metrics', 'trajectories'))}.</p>"
+                        + live.trajectories(frame, changes, curves))
+    elif stepped:
+        if curves is not None and len(curves):
+            sections.append("<h2>Training metrics and NP</h2>" + "".join(
+                f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "metrics"))
         sections.append("<h2>Trajectories per role</h2>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "trajectories"))
+    if stepped:
         sections.append("<h2>Layer x step</h2>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "layer_heatmap"))
     else:
         sections.append("<h2>By depth and role</h2><p>One model, no training steps: normalized NP of each role "
                         "along the depth of the network.</p>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "depth"))
-    if has_heads:
+    if has_heads and interactive:
+        from . import interactive as live
+
+        shown = list(dict.fromkeys([checkpoints[0], checkpoints[-1]]))
+        sections.append("<h2>Heads at the first and last checkpoint</h2><p>One colour scale for both checkpoints "
+                        f"({scale[0]:.4f} to {scale[1]:.4f}); hover a cell for its block, head and value. Static "
+                        f"copies: {_links(plots, pngs, ('heads_first', 'heads_last'))}.</p>"
+                        + live.head_heatmaps(frame, shown, scale))
+    elif has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
     if has_experts:
         sections.append("<h2>Experts at the last checkpoint</h2><p>Per-role trajectories above average over the "
                         "experts of each block; here each expert is shown apart.</p>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "experts_last"))
-    sections.append("<h2>A persistence diagram</h2>" + "".join(
+    sections.append("<h2>A persistence diagram</h2><p>Of the matrix that changed first (else the first matrix), at "
+                    "the last checkpoint.</p>" + "".join(
         f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
     sections.append(f"<h2>Roles at {html.escape(str(checkpoints[-1]))}</h2>" + _table_html(result.tables["roles_last"]))
     sections.append("<h2>Change points per role</h2><p>A level shift is a jump between two checkpoints; a "
@@ -137,13 +160,30 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
                     "are one row: they changed together as far as the checkpoints tell (most confident, then "
                     "largest change first; "
                     "<i>separable</i> is false at the earliest step a change point can have, where the spacing cannot order them).</p>"
-                    + _table_html(_first_changes_shown(result.tables["first_changes"])))
+                    + (_table_html(_first_changes_shown(result.tables["first_changes"]))
+                       if len(result.tables["first_changes"]) else
+                       "<p><b>No matrix has a change point</b>: every series is a smooth trend plus noise as far "
+                       "as its checkpoints tell.</p>"))
     if errors:
         sections.append("<h2>Tensors that could not be measured</h2><ul>" + "".join(
             f"<li>{html.escape(c)} / {html.escape(t)}: {html.escape(m)}</li>" for _, c, t, m in errors) + "</ul>")
-    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>neural persistence</title>{_STYLE}"
+    script = _script(interactive and (stepped or has_heads))
+    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>neural persistence</title>{_STYLE}{script}"
                            + "\n".join(sections))
     return result
+
+
+def _links(plots: Path, pngs: list[Path], stems: tuple[str, ...]) -> str:
+    found = [f for f in pngs if f.stem in stems]
+    return ", ".join(f'<a href="{plots.name}/{f.name}">{f.name}</a>' for f in found) or "none"
+
+
+def _script(needed: bool) -> str:
+    if not needed:
+        return ""
+    from .interactive import page_script
+
+    return page_script()
 
 
 def _detector_words(detector: Detector) -> str:
@@ -166,7 +206,7 @@ def _first_changes_shown(groups: Any, names: int = 6) -> Any:
 def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plots: Path) -> list[Path]:
     """The diagram, at the last checkpoint, of the matrix that changed first (else the first matrix)."""
     from ..core.measures import diagram_from_tree
-    from .plots import _pyplot, plot_diagram
+    from .plots import death_distribution
 
     pick = by_matrix.dropna(subset=["first_change"])
     pick = pick if len(pick) else by_matrix
@@ -180,10 +220,9 @@ def _diagram_figure(out: Path, frame: Any, by_matrix: Any, checkpoint: str, plot
     scale = frame[(frame["checkpoint"] == checkpoint) & (frame["tensor"] == row["tensor"])
                   & (frame["role"] == row["role"]) & (frame["head"] == row["head"])
                   & (frame["expert"] == row["expert"])]["scale"].iloc[0]
-    fig, ax = _pyplot().subplots(figsize=(5, 5))
     label = (f"block {tree.block} {tree.role}" + (f" expert {tree.expert}" if tree.expert >= 0 else "")
              + (f" head {tree.head}" if tree.head >= 0 else ""))
-    plot_diagram(diagram_from_tree(tree.tree, float(scale)), title=f"{label} at {checkpoint}", ax=ax)
+    fig = death_distribution(diagram_from_tree(tree.tree, float(scale)), title=f"{label} at {checkpoint}")
     return save(fig, plots / "diagram")
 
 
@@ -201,8 +240,12 @@ def _last_checkpoint(frame: Any) -> Any:
     return frame[frame["checkpoint"] == ordered["checkpoint"].iloc[-1]]
 
 
-def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global") -> Report:
-    """Several analyses on common axes (step, and tokens where known): ``compare.html`` and plots in ``dest``."""
+def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global",
+            interactive: bool = True) -> Report:
+    """Several analyses on common axes (step, and tokens where known): ``compare.html`` and plots in ``dest``.
+
+    ``interactive``: mean NP by step (and tokens) as zoomable plotly figures on the page, static copies beside.
+    """
     dest = Path(dest)
     (dest / "plots").mkdir(parents=True, exist_ok=True)
     frames = {}
@@ -231,10 +274,21 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
     joined = __import__("pandas").concat([f.assign(run=name) for name, f in frames.items()])
     summary = role_trajectories(joined).groupby(["run", "role"])["normalized_np"].agg(["first", "last"]).reset_index()
     result.tables["summary"] = summary
-    images = "".join(f'<img src="plots/{f.name}">' for f in result.figures if f.suffix == ".png")
+    live = ""
+    stepped = any(f["step"].notna().any() for f in frames.values())
+    if interactive and stepped:
+        from .interactive import runs_by
+
+        live = "<h2>Mean normalized NP by step</h2><p>Drag to zoom, hover for values.</p>" + runs_by(
+            frames, "step", "compare-step")
+        if any(f["tokens"].notna().any() for f in frames.values()):
+            live += "<h2>... and by tokens seen</h2>" + runs_by(frames, "tokens", "compare-tokens")
+    images = "".join(f'<img src="plots/{f.name}" alt="{f.stem}">' for f in result.figures
+                     if f.suffix == ".png" and not (live and f.stem in ("compare_step", "compare_tokens")))
     result.tables["completeness"] = notes
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>compare</title>{_STYLE}<h1>Runs compared</h1>"
-                           f"<ul>{listed}</ul>{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
+    result.html.write_text(f"<!doctype html><meta charset=utf-8><title>compare</title>{_STYLE}"
+                           f"{_script(bool(live))}<h1>Runs compared</h1>"
+                           f"<ul>{listed}</ul>{live}{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
                            + _table_html(summary))
     return result
