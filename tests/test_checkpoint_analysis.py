@@ -457,3 +457,26 @@ def test_first_changes_say_ties_and_rank_by_size() -> None:
     assert [round(abs(v), 2) for v in tie["sizes"]] == [0.2, 0.1, 0.05]  # equally sure, so largest change first
     assert tie["kinds"] == ["level"] * 3 and min(tie["confidences"]) > 0.999
     assert groups["separable"].tolist() == [False, True, True]  # step 300: the earliest a level shift can be
+
+
+def test_plots_name_each_change_line_and_show_the_deaths_distribution() -> None:
+    """The change-point lines say whose and what kind they are; the diagram figure is the distribution of
+    deaths (every birth is 1), counting every merge of the tree."""
+    from neural_persistence.analysis.plots import death_distribution, role_trajectory_plot
+
+    rng = np.random.default_rng(4)
+    rows = [dict(run="r", tensor=f"t{role}", block=0, role=role, head=-1, expert=-1, step=100 * i,
+                 normalized_np=0.5 + (0.05 if role == "k" and i >= 12 else 0) + rng.normal(0, 0.001))
+            for role in ("q", "k") for i in range(30)]
+    frame = pd.DataFrame(rows)
+    figure = role_trajectory_plot(frame, change_summary(frame, by="role"))
+    labels = [t.get_text() for t in figure.axes[0].texts]
+    assert labels == ["k: level"]
+    lines = [line for line in figure.axes[0].lines if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in lines] == [1200]
+    deaths = np.random.default_rng(5).uniform(0.1, 1, 99)
+    from neural_persistence.core.results import PersistenceDiagram
+
+    figure = death_distribution(PersistenceDiagram(births=np.ones(100), deaths=np.r_[deaths, 0.0]))
+    counts = sum(patch.get_height() for patch in figure.axes[0].patches)
+    assert counts == 99 and len(figure.axes[1].lines[0].get_xdata()) == 99

@@ -153,10 +153,14 @@ def narrative(frame: Any, by_matrix: Any, by_role: Any, history: History, stoppe
     role_points = sorted({p for points in by_role["change_points"] for p in points})
     numbers["role_change_points"] = role_points
     before = [p for p in role_points if p <= bend]
-    parts.append(f"The held-out loss covered 80% of its decrease by step {bend}; "
-                 f"{len(before)} of the {len(role_points)} role-level change points "
-                 f"({', '.join(map(str, role_points)) or 'none'}) fall at or before that bend, "
-                 f"{len(role_points) - len(before)} after it.")
+    if role_points:
+        parts.append(f"The held-out loss covered 80% of its decrease by step {bend}; "
+                     f"{len(before)} of the {len(role_points)} role-level change points "
+                     f"({', '.join(map(str, role_points))}) fall at or before that bend, "
+                     f"{len(role_points) - len(before)} after it.")
+    else:
+        parts.append(f"The held-out loss covered 80% of its decrease by step {bend}; the role means have no "
+                     "change point to set beside it.")
     last = frame[frame["step"] == frame["step"].max()].groupby("role")["normalized_np"].mean()
     numbers["last_role_means"] = {k: float(v) for k, v in last.items()}
     parts.append(f"At the last checkpoint the highest mean normalized NP is in {last.idxmax()} ({last.max():.3f}), "
@@ -215,12 +219,15 @@ def main(argv: list[str] | None = None) -> None:
     from ..analysis.report import report
     from ..analysis.table import load_table
     from ..analysis.trajectory import change_summary
-    from .corpus import load_kjv
+    from .corpus import CorpusMissingError, load_kjv
 
     console = Console()
     plan = FAST if args.fast else FULL
     t0 = time.perf_counter()
-    text = load_kjv(args.data_dir)
+    try:
+        text = load_kjv(args.data_dir)
+    except CorpusMissingError as err:  # a sentence that says what to do, not a traceback
+        raise SystemExit(f"error: {err}") from None
     console.print(f"[bold]corpus[/bold]: King James Bible, {len(text):,} characters")
     out = args.out
     for stale in ("run", "plots", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "report.html"):
