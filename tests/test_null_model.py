@@ -76,3 +76,63 @@ def test_more_samples_extend_the_same_sequence_and_the_rare_second_round_is_exac
     assert all(len(t) == 60 + 70 - 1 for t in null_tree_values(keys, 3, seed=2, first=100))
     slow = [_np(layer_tree(rng.permutation(matrix.ravel()).reshape(60, 70)).values, scale) for _ in range(300)]
     assert stats.ks_2samp(forced, slow).pvalue > 1e-3
+
+
+def test_cli_null_model_and_baselines_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`analyze --per-head --null 8 --baselines` on checkpoints written by transformers: every row of
+    results.csv has its baselines equal to numpy's on the matrix sliced by hand from the saved model, its null
+    mean within sampling error of shuffling that matrix explicitly, structural_np = (np - null) / std; counted;
+    and a second run measures nothing, while asking for more samples extends them."""
+    import pandas as pd
+    import torch
+    import transformers as tf
+
+    from neural_persistence.cli import main
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                            num_attention_heads=2, num_key_value_heads=1, bos_token_id=0, eos_token_id=0)
+    model = tf.LlamaForCausalLM(config)
+    for step in (0, 10):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(1.3)  # some change between the checkpoints
+        model.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head", "--null", "8", "--baselines"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    rng = np.random.default_rng(0)
+    seen = 0
+    for step in (0, 10):
+        loaded = tf.LlamaForCausalLM.from_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+        rows = table[table["step"] == step].set_index(["tensor", "head"])
+        for name, param in loaded.named_parameters():
+            if param.ndim != 2 or "embed" in name or "lm_head" in name:
+                continue
+            w = param.detach().float().numpy()
+            if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+                parts = {h: w[h * 8:(h + 1) * 8] for h in range(w.shape[0] // 8)}
+            elif name.endswith("o_proj.weight"):
+                parts = {h: w[:, h * 8:(h + 1) * 8] for h in range(2)}
+            else:
+                parts = {-1: w}
+            for head, matrix in parts.items():
+                row = rows.loc[(name, head)]
+                a = np.abs(matrix.astype(np.float64))
+                assert row["rms"] == pytest.approx(np.sqrt(np.mean(matrix.astype(np.float64) ** 2)), rel=1e-9)
+                assert row["frobenius"] == pytest.approx(np.linalg.norm(matrix.astype(np.float64)), rel=1e-9)
+                assert row["spread"] == pytest.approx(np.var(a / a.max()), rel=1e-9)
+                assert row["excess_kurtosis"] == pytest.approx(stats.kurtosis(matrix.ravel().astype(np.float64)), rel=1e-6)
+                shuffled = [_np(layer_tree(rng.permutation(matrix.ravel()).reshape(matrix.shape)).values, row["scale"])
+                            for _ in range(64)]
+                error = np.sqrt(row["null_np_std"] ** 2 / 8 + np.var(shuffled) / 64)
+                assert abs(row["null_np"] - np.mean(shuffled)) < 5 * error + 1e-12, (name, head)
+                assert row["structural_np"] == pytest.approx((row["np"] - row["null_np"]) / row["null_np_std"])
+                assert row["null_samples"] == 8
+                seen += 1
+    assert seen == len(table) == 2 * 2 * (2 + 1 + 1 + 2 + 3)  # 2 checkpoints x 2 blocks x (q k v o heads, mlp)
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head", "--null", "8", "--baselines"]) == 0
+    assert pd.read_csv(out / "results.csv")["null_np"].tolist() == table["null_np"].tolist()
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head", "--null", "16"]) == 0
+    more = pd.read_csv(out / "results.csv")
+    assert set(more["null_samples"]) == {16} and more["rms"].tolist() == table["rms"].tolist()  # kept

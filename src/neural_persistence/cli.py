@@ -98,7 +98,7 @@ def _analyze(args: argparse.Namespace) -> int:
     console = _console()
     summary = analyze(args.paths, args.out, per_head=args.per_head, include_embeddings=args.include_embeddings,
                       workers=args.workers, scheduler=args.scheduler, scheduler_timeout=args.scheduler_timeout,
-                      progress=True)
+                      progress=True, null=args.null, null_seed=args.null_seed, baselines=args.baselines)
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow] {note}")
     options = {"per_head": args.per_head, "include_embeddings": args.include_embeddings}
@@ -167,6 +167,14 @@ def static_option(p: argparse.ArgumentParser) -> None:
                    help="images only: no interactive (plotly) figures, and a page of a few kB instead of ~5 MB")
 
 
+def _non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
 def _probability(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
     value = float(text)
@@ -216,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     paths_options(p)
     normalization_option(p)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
+    p.add_argument("--null", type=_non_negative, default=0, metavar="K",
+                   help="also measure K shuffles of every matrix (the null model: same weights, no arrangement); "
+                        "adds null_np, null_np_std and structural_np = (np - null_np) / null_np_std (default 0: off)")
+    p.add_argument("--null-seed", type=int, default=0, metavar="S", help="seed of the shuffles (default 0)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also store each matrix's rms, max|w|/rms, excess kurtosis, Var(|w|/max|w|) and Frobenius norm")
     p.add_argument("--workers", type=int, default=None, help="threads of the local pool (default: all cores)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address, e.g. tcp://host:8786 (workers must see the same paths)")

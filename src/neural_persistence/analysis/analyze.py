@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -18,17 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from ..core.baselines import weight_statistics
 from ..core.compute import SPLIT_LAYER, layer_tree
+from ..core.null import null_tree_values
 from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
-from ..core.weights import to_key_stack
+from ..core.weights import to_key_stack, to_keys
 from ..sources.checkpoints import TensorRef, prefetch_tensor, read_tensor
 from ..sources.plan import PlanOptions
 from ..sources.transformer_layout import MatrixSpec, cut, cut_stack
 from .planning import PlannedRuns, Problem, Unit, plan_units
 from .store import MatrixResult, Store, pack_tree
 
-__all__ = ["AnalysisSummary", "PlannedRuns", "Problem", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
+__all__ = ["AnalysisSummary", "Extras", "PlannedRuns", "Problem", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
 
 
 @dataclass
@@ -42,8 +45,30 @@ class AnalysisSummary:
     notes: list[str] = field(default_factory=list)  # a migrated database, ...
 
 
-def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True) -> list[MatrixResult]:
-    """Spanning-tree values of every matrix a tensor yields, in the order of ``specs``.
+@dataclass(frozen=True)
+class Extras:
+    """What is measured beside each tree: ``null`` samples of the null model (0: none) drawn from ``seed``, and
+    the weight ``statistics`` (:mod:`~neural_persistence.core.baselines`)."""
+
+    null: int = 0
+    seed: int = 0
+    statistics: bool = False
+
+    def wanted(self) -> bool:
+        return self.null > 0 or self.statistics
+
+
+def null_seed(seed: int, tensor: str, spec: MatrixSpec) -> np.random.SeedSequence:
+    """The draws of one matrix's null model: from the user's seed and the matrix's name, the same at every
+    checkpoint (common random numbers: a change of the null over training is a change of the weights, not of
+    the draws)."""
+    name = f"{tensor}|{spec.role}|{spec.head}|{spec.expert}".encode()
+    return np.random.SeedSequence([seed, zlib.crc32(name)])
+
+
+def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True,
+                 extras: Extras = Extras()) -> list[MatrixResult]:
+    """Spanning-tree values of every matrix a tensor yields, in the order of ``specs`` (and the ``extras``).
 
     ``parallel``: split big matrices over all cores (see :func:`layer_tree`). The heads of a tensor are measured
     together, in one call (see :mod:`~neural_persistence.core.stacked`)."""
@@ -54,9 +79,18 @@ def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool 
         trees = tree_values_stack(to_key_stack(stack, labels[0]), labels)
     else:
         trees = [layer_tree(cut(data, spec), name=label, parallel=parallel) for spec, label in zip(specs, labels)]
+    added: list[dict[str, Any]] = [{} for _ in specs]
+    if extras.wanted():
+        for spec, label, more in zip(specs, labels, added):
+            keys = to_keys(cut(data, spec), label)
+            if extras.null > 0:
+                more["nulls"] = np.stack(null_tree_values(keys, extras.null, null_seed(extras.seed, tensor.name, spec)))
+                more["null_seed"] = extras.seed
+            if extras.statistics:
+                more["statistics"] = tuple(weight_statistics(keys).as_dict().values())
     del data, stack
-    return [MatrixResult(s.role, s.head, s.expert, s.block, s.rows, s.cols, t.max_abs, t.values)
-            for s, t in zip(specs, trees)]
+    return [MatrixResult(s.role, s.head, s.expert, s.block, s.rows, s.cols, t.max_abs, t.values, **more)
+            for s, t, more in zip(specs, trees, added)]
 
 
 def _matrix_label(spec: MatrixSpec) -> str:
@@ -71,7 +105,8 @@ def _heads_together(specs: Sequence[MatrixSpec], parallel: bool) -> bool:
 
 
 def _measure_packed(
-    tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, prefetch: Sequence[TensorRef] = ()
+    tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool, prefetch: Sequence[TensorRef] = (),
+    extras: Extras = Extras(),
 ) -> list[MatrixResult]:
     """:func:`measure_unit` with the trees packed for the database, by the worker: the client only writes.
 
@@ -81,8 +116,9 @@ def _measure_packed(
             prefetch_tensor(ref)
         except (OSError, ValueError, KeyError):
             pass  # only a hint: the unit itself reports any problem with its file
-    return [replace(r, tree=pack_tree(r.tree)) if isinstance(r.tree, np.ndarray) else r
-            for r in measure_unit(tensor, specs, parallel)]
+    return [replace(r, tree=pack_tree(r.tree) if isinstance(r.tree, np.ndarray) else r.tree,
+                    nulls=pack_tree(r.nulls.ravel()) if isinstance(r.nulls, np.ndarray) else r.nulls)
+            for r in measure_unit(tensor, specs, parallel, extras)]
 
 
 def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
@@ -107,6 +143,9 @@ def analyze(
     scheduler: str | None = None,
     scheduler_timeout: float = 10.0,
     progress: bool | Callable[[int, int, str], None] = False,
+    null: int = 0,
+    null_seed: int = 0,
+    baselines: bool = False,
 ) -> AnalysisSummary:
     """Measure every linear map of every checkpoint under ``paths`` into ``out/results.sqlite``.
 
@@ -130,6 +169,11 @@ def analyze(
         Seconds to try to reach the scheduler; then a ValueError that names the address.
     progress
         True for a progress bar on the terminal, or a callback ``(done, total, what)``.
+    null, null_seed
+        Samples of the null model per matrix (NP of its entries shuffled; 0: none) and the seed of their draws.
+        Asking for more samples later measures the tensors again with the longer sequence of the same seed.
+    baselines
+        Also store each matrix's weight statistics (rms, outlier ratio, excess kurtosis, spread, Frobenius norm).
 
     Returns
     -------
@@ -144,6 +188,9 @@ def analyze(
     """
     if workers is not None and workers < 1:
         raise ValueError(f"`workers` must be at least 1, got {workers}")
+    if null < 0:
+        raise ValueError(f"`null` must be 0 (off) or a number of samples, got {null}")
+    extras = Extras(null, null_seed, baselines)
     if not scheduler_timeout > 0:
         raise ValueError(f"`scheduler_timeout` must be positive, got {scheduler_timeout}")
     summary = AnalysisSummary(Path(out))
@@ -162,12 +209,20 @@ def analyze(
         for problem in planned.problems:
             store.save_error(problem.run, problem.checkpoint.name, problem.tensor, key, problem.message)
             summary.errors.append((problem.checkpoint.name, problem.tensor, problem.message))
+        # What an earlier run added is kept: a tensor measured again gets it again (with the same seed).
+        had_samples, had_seed, had_statistics = store.extras_stored(key)
+        if had_seed is not None and (null == 0 or had_seed == null_seed):
+            extras = Extras(max(null, had_samples), had_seed, extras.statistics)
+        if had_statistics:
+            extras = Extras(extras.null, extras.seed, True)
         complete = store.complete(key)
-        todo = [u for u in planned.units if complete.get(u.key) != u.signature]
+        ready = store.with_extras(key, null, null_seed, baselines) if (null > 0 or baselines) else None
+        todo = [u for u in planned.units if complete.get(u.key) != u.signature
+                or (ready is not None and u.key not in ready)]
         summary.skipped_done = len(planned.units) - len(todo)
         report = _progress(progress, len(todo))
         try:
-            for unit, result in _execute(todo, workers, scheduler, scheduler_timeout):
+            for unit, result in _execute(todo, workers, scheduler, scheduler_timeout, extras):
                 if isinstance(result, BaseException):
                     message = str(result) if _names_file(result, unit) else f"{unit.tensor.file}: tensor {unit.tensor.name!r}: {result}"
                     store.save_error(unit.run, unit.checkpoint.name, unit.tensor.name, key, message)
@@ -219,10 +274,10 @@ def _names_file(err: BaseException, unit: Unit) -> bool:
 
 
 def _execute(units: list[Unit], workers: int | None, scheduler: str | None,
-             scheduler_timeout: float = 10.0) -> Iterable[tuple[Unit, Any]]:
+             scheduler_timeout: float = 10.0, extras: Extras = Extras()) -> Iterable[tuple[Unit, Any]]:
     """(unit, rows or the exception it raised), as units finish."""
     if scheduler is not None:
-        yield from _execute_dask(units, scheduler, scheduler_timeout)
+        yield from _execute_dask(units, scheduler, scheduler_timeout, extras)
         return
     workers = workers or available_threads()
     # Several workers each read whole tensors on one thread; a single worker splits big ones over all cores.
@@ -234,14 +289,15 @@ def _execute(units: list[Unit], workers: int | None, scheduler: str | None,
         for i in range(len(units) - workers):
             hints[i].append(units[i + workers].tensor)
         futures: dict[Future[list[MatrixResult]], Unit] = {
-            pool.submit(_measure_packed, u.tensor, u.specs, parallel, h): u for u, h in zip(units, hints)
+            pool.submit(_measure_packed, u.tensor, u.specs, parallel, h, extras): u for u, h in zip(units, hints)
         }
         for future in as_completed(futures):
             err = future.exception()
             yield futures[future], err if err is not None else future.result()
 
 
-def _execute_dask(units: list[Unit], scheduler: str, timeout: float) -> Iterable[tuple[Unit, Any]]:
+def _execute_dask(units: list[Unit], scheduler: str, timeout: float,
+                  extras: Extras = Extras()) -> Iterable[tuple[Unit, Any]]:
     from .._optional import require
 
     distributed = require("dask.distributed", "dask")
@@ -251,7 +307,8 @@ def _execute_dask(units: list[Unit], scheduler: str, timeout: float) -> Iterable
         raise ValueError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({err}); is it running, "
                          "and is the address right? (--scheduler-timeout waits longer)") from None
     with client:
-        futures = {client.submit(_measure_packed, u.tensor, u.specs, True, [u.tensor], pure=False): u for u in units}
+        futures = {client.submit(_measure_packed, u.tensor, u.specs, True, [u.tensor], extras, pure=False): u
+                   for u in units}
         for future in distributed.as_completed(list(futures)):
             unit = futures[future]
             if future.status == "error":

@@ -57,7 +57,17 @@ CREATE TABLE IF NOT EXISTS planned (
 CREATE TABLE IF NOT EXISTS done (
     run TEXT, checkpoint TEXT, tensor TEXT, options TEXT, planned INTEGER, signature TEXT, error TEXT,
     PRIMARY KEY (run, checkpoint, tensor, options));
+CREATE TABLE IF NOT EXISTS nulls (
+    run TEXT, checkpoint TEXT, tensor TEXT, role TEXT, head INTEGER, expert INTEGER, options TEXT, seed INTEGER,
+    samples INTEGER, trees BLOB, PRIMARY KEY (run, checkpoint, tensor, role, head, expert, options, seed));
+CREATE TABLE IF NOT EXISTS statistics (
+    run TEXT, checkpoint TEXT, tensor TEXT, role TEXT, head INTEGER, expert INTEGER, options TEXT, rms REAL,
+    outlier_ratio REAL, excess_kurtosis REAL, spread REAL, frobenius REAL,
+    PRIMARY KEY (run, checkpoint, tensor, role, head, expert, options));
 """
+
+#: The columns of the statistics table after the key, in order (those of core.baselines.WeightStatistics).
+STATISTICS = ("rms", "outlier_ratio", "excess_kurtosis", "spread", "frobenius")
 
 
 class CorruptTreeError(ValueError):
@@ -81,6 +91,11 @@ class MatrixResult:
     cols: int
     max_abs: float
     tree: np.ndarray | bytes
+    #: The null model's trees (samples x (rows + cols - 1), or packed flat), the seed they came from, and the
+    #: weight statistics (in the order of STATISTICS), when asked for.
+    nulls: np.ndarray | bytes | None = None
+    null_seed: int = 0
+    statistics: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,14 +284,86 @@ class Store:
                 "INSERT INTO trees VALUES " + ", ".join([_ROW] * len(chunk)),
                 [field for row in chunk for field in row],
             )
+        self.db.execute("DELETE FROM nulls WHERE run=? AND checkpoint=? AND tensor=? AND options=?",
+                        (run, checkpoint, tensor, options))
+        self.db.execute("DELETE FROM statistics WHERE run=? AND checkpoint=? AND tensor=? AND options=?",
+                        (run, checkpoint, tensor, options))
+        for r in results:
+            if r.nulls is not None:
+                blob = r.nulls if isinstance(r.nulls, bytes) else pack_tree(np.asarray(r.nulls).ravel())
+                samples = len(unpack_tree(blob)) // (r.rows + r.cols - 1)
+                self.db.execute("INSERT INTO nulls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (run, checkpoint, tensor, r.role, r.head, r.expert, options, r.null_seed, samples, blob))
+            if r.statistics is not None:
+                self.db.execute("INSERT INTO statistics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (run, checkpoint, tensor, r.role, r.head, r.expert, options, *r.statistics))
         self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?, ?, NULL)",
                         (run, checkpoint, tensor, options, len(values), signature))
         self._commit_soon()
 
+    def _has(self, table: str) -> bool:
+        """Whether the database has ``table`` (one opened only for reading may predate it)."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
+            is not None
+
+    def with_extras(self, options: str, null_samples: int, seed: int, statistics: bool) -> set[tuple[str, str, str]]:
+        """(run, checkpoint, tensor) whose every stored matrix has at least ``null_samples`` null trees of
+        ``seed`` (when that is above 0) and its statistics (when ``statistics``)."""
+        counts = self.stored_counts(options)
+        ready = set(counts)
+        if null_samples > 0:
+            rows = self.db.execute("SELECT run, checkpoint, tensor, COUNT(*) FROM nulls WHERE options=? AND seed=? "
+                                   "AND samples >= ? GROUP BY run, checkpoint, tensor", (options, seed, null_samples))
+            ready &= {(r, c, t) for r, c, t, n in rows if n == counts.get((r, c, t))}
+        if statistics:
+            rows = self.db.execute("SELECT run, checkpoint, tensor, COUNT(*) FROM statistics WHERE options=? "
+                                   "GROUP BY run, checkpoint, tensor", (options,))
+            ready &= {(r, c, t) for r, c, t, n in rows if n == counts.get((r, c, t))}
+        return ready
+
+    def extras_stored(self, options: str) -> tuple[int, int | None, bool]:
+        """What the analysis ``options`` already holds beside its trees: the most null samples of a matrix, their
+        seed (None: no null model), and whether it has weight statistics."""
+        row = self.db.execute("SELECT MAX(samples), seed FROM nulls WHERE options = ?", (options,)).fetchone()
+        stats = self.db.execute("SELECT 1 FROM statistics WHERE options = ? LIMIT 1", (options,)).fetchone()
+        return (int(row[0]) if row and row[0] is not None else 0, row[1] if row and row[0] is not None else None,
+                stats is not None)
+
+    def null_trees(self, options: str) -> dict[tuple[str, str, str, str, int, int], tuple[int, np.ndarray]]:
+        """(run, checkpoint, tensor, role, head, expert) -> (seed, samples x tree values) of the null model; of
+        several seeds, the one with the most samples."""
+        if not self._has("nulls"):
+            return {}
+        found: dict[tuple[str, str, str, str, int, int], tuple[int, np.ndarray]] = {}
+        with self._reading():
+            query = ("SELECT n.run, n.checkpoint, n.tensor, n.role, n.head, n.expert, n.seed, n.samples, n.trees, "
+                     "t.rows, t.cols FROM nulls n JOIN trees t ON n.run = t.run AND n.checkpoint = t.checkpoint AND "
+                     "n.tensor = t.tensor AND n.role = t.role AND n.head = t.head AND n.expert = t.expert AND "
+                     "n.options = t.options WHERE n.options = ? ORDER BY n.samples")
+            for run, ckpt, tensor, role, head, expert, seed, samples, blob, rows, cols in self.db.execute(query, (options,)):
+                length = rows + cols - 1
+                try:
+                    values = unpack_tree(blob, samples * length).reshape(samples, length)
+                except CorruptTreeError as err:
+                    raise CorruptTreeError(f"{self.path}: {err} (null model of {run}/{ckpt} tensor {tensor!r} "
+                                           f"{role}); run analyze again") from None
+                found[(run, ckpt, tensor, role, head, expert)] = (seed, values)
+        return found
+
+    def statistics(self, options: str) -> dict[tuple[str, str, str, str, int, int], tuple[float, ...]]:
+        """(run, checkpoint, tensor, role, head, expert) -> the weight statistics (order of STATISTICS)."""
+        if not self._has("statistics"):
+            return {}
+        with self._reading():
+            rows = self.db.execute("SELECT run, checkpoint, tensor, role, head, expert, " + ", ".join(STATISTICS)
+                                   + " FROM statistics WHERE options = ?", (options,))
+            return {tuple(r[:6]): tuple(r[6:]) for r in rows}  # type: ignore[misc]
+
     def save_error(self, run: str, checkpoint: str, tensor: str, options: str, message: str) -> None:
         """A tensor that could not be measured: its message, and none of its rows."""
-        self.db.execute("DELETE FROM trees WHERE run=? AND checkpoint=? AND tensor=? AND options=?",
-                        (run, checkpoint, tensor, options))
+        for table in ("trees", "nulls", "statistics"):
+            self.db.execute(f"DELETE FROM {table} WHERE run=? AND checkpoint=? AND tensor=? AND options=?",
+                            (run, checkpoint, tensor, options))
         self.db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, NULL, NULL, ?)",
                         (run, checkpoint, tensor, options, message))
         self._commit_soon()

@@ -17,13 +17,19 @@ import numpy as np
 
 from ..core.measures import check_p, diagram_from_tree, normalized_np
 from ..sources.plan import PlanOptions
-from .store import Store
+from .store import STATISTICS, Store
 
-__all__ = ["NORMALIZATIONS", "COLUMNS", "export", "load_table"]
+__all__ = ["NORMALIZATIONS", "COLUMNS", "NULL_COLUMNS", "STATISTICS_COLUMNS", "export", "load_table"]
 
 NORMALIZATIONS = ("global", "layer", "role")
 COLUMNS = ["run", "checkpoint", "step", "tokens", "tensor", "block", "role", "head", "expert", "rows", "cols", "np",
            "normalized_np", "max_abs", "scale"]
+#: Columns added when the analysis measured the null model (``analyze --null K``): the mean and standard deviation
+#: of NP over the K shuffles of the matrix, under the same normalization and p, the mean's normalized value,
+#: ``structural_np`` = (np - null_np) / null_np_std, and K.
+NULL_COLUMNS = ["null_np", "null_np_std", "null_normalized_np", "structural_np", "null_samples"]
+#: Columns added with ``analyze --statistics`` (see neural_persistence.core.baselines).
+STATISTICS_COLUMNS = list(STATISTICS)
 
 
 def load_table(
@@ -47,6 +53,8 @@ def load_table(
             return pd.DataFrame(columns=COLUMNS)
         wanted = _pick_options(sets, per_head, include_embeddings, out)
         trees = list(store.trees(wanted))
+        nulls = store.null_trees(wanted)
+        statistics = store.statistics(wanted)
     frame = pd.DataFrame(
         [(t.run, t.checkpoint, t.step, t.tokens, t.tensor, t.block, t.role, t.head, t.expert, t.rows, t.cols,
           t.max_abs) for t in trees],
@@ -73,9 +81,33 @@ def load_table(
     frame["normalized_np"] = normalized
     frame["step"] = frame["step"].astype("Int64")
     frame["tokens"] = frame["tokens"].astype("Int64")
-    frame = frame[COLUMNS]
+    columns = list(COLUMNS)
+    if nulls:
+        rows = [_null_row(nulls.get((t.run, t.checkpoint, t.tensor, t.role, t.head, t.expert)), t, float(s), float(v),
+                          essential, p) for t, s, v in zip(trees, frame["scale"], frame["np"])]
+        frame[NULL_COLUMNS] = pd.DataFrame(rows, columns=NULL_COLUMNS, index=frame.index)
+        frame["null_samples"] = frame["null_samples"].astype("Int64")
+        columns += NULL_COLUMNS
+    if statistics:
+        nothing = (np.nan,) * len(STATISTICS)
+        rows = [statistics.get((t.run, t.checkpoint, t.tensor, t.role, t.head, t.expert), nothing) for t in trees]
+        frame[STATISTICS_COLUMNS] = pd.DataFrame(rows, columns=STATISTICS_COLUMNS, index=frame.index)
+        columns += STATISTICS_COLUMNS
+    frame = frame[columns]
     frame.attrs["options"] = wanted  # which analysis of the folder this is (report and compare say so)
     return frame
+
+
+def _null_row(found: Any, tree: Any, scale: float, value: float, essential: bool, p: float) -> tuple:
+    """The null columns of one matrix: NP of each shuffle under the matrix's scale, then mean, std, ..."""
+    if found is None or scale == 0:
+        return (np.nan, np.nan, np.nan, np.nan, None)
+    _, samples = found
+    values = np.array([diagram_from_tree(sample, scale, essential).norm(p) for sample in samples])
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+    z = (value - mean) / std if std > 0 else np.nan
+    return (mean, std, normalized_np(mean, (tree.rows, tree.cols), p), z, len(values))
 
 
 def _pick_options(sets: list[str], per_head: bool | None, include_embeddings: bool | None, out: str | Path) -> str:
