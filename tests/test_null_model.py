@@ -136,3 +136,43 @@ def test_cli_null_model_and_baselines_end_to_end(tmp_path) -> None:  # type: ign
     assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head", "--null", "16"]) == 0
     more = pd.read_csv(out / "results.csv")
     assert set(more["null_samples"]) == {16} and more["rms"].tolist() == table["rms"].tolist()  # kept
+
+
+def test_report_sets_np_beside_its_null_and_the_best_baseline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The report's 'Structure or distribution?' table, recomputed from results.csv by hand."""
+    import pandas as pd
+    import torch
+    import transformers as tf
+
+    from neural_persistence.analysis.report import report
+    from neural_persistence.cli import main
+
+    torch.manual_seed(1)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                               bos_token_id=0, eos_token_id=0))
+    for step in range(0, 50, 10):
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.ndim == 2:
+                    param[:2] *= 1.2  # a few rows grow: an arrangement that a shuffle destroys
+        model.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--null", "4", "--baselines"]) == 0
+    result = report(out, interactive=False)
+    page = result.html.read_text()
+    assert "Structure or distribution?" in page and 'src="plots/null.png"' in page
+    table = pd.read_csv(out / "results.csv")
+    summary = result.tables["structure"].set_index("role")
+    assert sorted(summary.index) == sorted(table["role"].unique())
+    for role, part in table.groupby("role"):
+        means = part.groupby("step")[["normalized_np", "null_normalized_np", "structural_np", "rms", "outlier_ratio",
+                                      "excess_kurtosis", "spread", "frobenius"]].mean()
+        r = {c: np.corrcoef(means["normalized_np"], means[c])[0, 1]
+             for c in ("rms", "outlier_ratio", "excess_kurtosis", "spread", "frobenius")}
+        best = max(r, key=lambda c: abs(r[c]))
+        row = summary.loc[role]
+        assert row["best_baseline"] == best and row["r_best"] == pytest.approx(r[best])
+        assert row["r_null"] == pytest.approx(np.corrcoef(means["normalized_np"], means["null_normalized_np"])[0, 1])
+        assert row["structural_np"] == pytest.approx(means["structural_np"].iloc[-1])
+        assert row["checkpoints"] == 5

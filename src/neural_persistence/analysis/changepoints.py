@@ -114,6 +114,8 @@ class TrendChangeDetector:
         Saturating exponentials the trend may use (0: the trend is a line).
     max_changes : int or None
         At most this many changes per series (default n // 8).
+    min_relative_size : float
+        Changes smaller than this share of the series' range are left out (see the field).
     """
 
     alpha: float = 0.02
@@ -122,6 +124,9 @@ class TrendChangeDetector:
     max_changes: int | None = None
     taus: int = 16
     shortlist: int = 12
+    #: A change smaller than this share of the series' range is not reported, however sure: in a series with
+    #: almost no noise a tiny misfit of the trend's shape would otherwise count as many sigmas.
+    min_relative_size: float = 0.02
 
     def __call__(self, steps: np.ndarray, values: np.ndarray) -> list[ChangePoint]:
         stats = require("scipy.stats", "plot")
@@ -206,6 +211,7 @@ class TrendChangeDetector:
         order = sorted(range(len(chosen)), key=lambda i: where[chosen[i][0]])
         ends = [where[chosen[i][0]] for i in order][1:] + [n - 1]
         result = []
+        floor = self.min_relative_size * float(np.ptp(values))
         for i, end in zip(order, ends):
             c, f_stat, dof = chosen[i]
             at = int(where[c])
@@ -214,6 +220,8 @@ class TrendChangeDetector:
             else:
                 size, slope = float(coef[i] * (t[end] - t[at])), float(coef[i] / span)
             p_value = min(1.0, tested * float(stats.f.sf(f_stat, 1, dof)))
+            if abs(size) < floor:
+                continue
             result.append(ChangePoint(step=int(steps[at]), kind=kinds[c], size=size, slope_change=slope,
                                       z=size / sigma if sigma > 0 else math.inf, confidence=1.0 - p_value,
                                       index=at))

@@ -10,7 +10,7 @@ import numpy as np
 from .._optional import require
 from ..core.results import PersistenceDiagram
 
-__all__ = ["compare_runs", "death_distribution", "depth_profile", "metrics_plot", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
+__all__ = ["compare_runs", "death_distribution", "depth_profile", "null_plot", "metrics_plot", "experts_heatmap", "heads_heatmap", "layer_heatmap", "plot_diagram", "role_trajectory_plot",
            "save"]
 
 
@@ -132,6 +132,36 @@ def layer_heatmap(frame: Any, run: str | None = None) -> Any:
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="normalized NP", shrink=0.8)
     fig.suptitle("normalized NP by block and step")
+    return fig
+
+
+def null_plot(frame: Any) -> Any:
+    """Per role: mean normalized NP over steps beside that of the same weights shuffled (the null model, with a
+    band of one null standard deviation); where the lines run together, NP follows the weights' distribution."""
+    plt = _pyplot()
+    data = frame.dropna(subset=["step", "null_normalized_np"])
+    roles = _roles(data)
+    ncols = min(4, len(roles))
+    nrows = -(-len(roles) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.5, 2.8 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel()[len(roles):]:
+        ax.set_visible(False)
+    for ax, role in zip(axes.ravel(), roles):
+        for i, (run, part) in enumerate(data[data["role"] == role].groupby("run")):
+            bound = part["normalized_np"] / part["np"]  # normalized / raw: 1 / the bound, per matrix
+            part = part.assign(null_band=part["null_np_std"] * bound)
+            means = part.groupby("step")[["normalized_np", "null_normalized_np", "null_band"]].mean()
+            label = "" if data["run"].nunique() == 1 else f"{run}: "
+            ax.plot(means.index, means["normalized_np"], color=f"C{i}", marker=".", label=f"{label}NP")
+            ax.plot(means.index, means["null_normalized_np"], color=f"C{i}", ls="--", label=f"{label}shuffled")
+            ax.fill_between(means.index, means["null_normalized_np"] - means["null_band"],
+                            means["null_normalized_np"] + means["null_band"], color=f"C{i}", alpha=0.15, lw=0)
+        ax.set_title(role)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("mean normalized NP")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("NP beside its null model (the same weights shuffled; band: one null std)")
     return fig
 
 

@@ -94,6 +94,14 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     if has_experts:
         result.figures += save(experts_heatmap(frame, checkpoints[-1]), plots / "experts_last")
     result.figures += _diagram_figure(out, frame, by_matrix, checkpoints[-1], plots)
+    has_structure = "null_np" in frame.columns or "rms" in frame.columns
+    if has_structure:
+        from .plots import null_plot
+        from .structure import structure_summary
+
+        result.tables["structure"] = structure_summary(frame)
+        if stepped and "null_np" in frame.columns:
+            result.figures += save(null_plot(frame), plots / "null")
     last = frame[frame["checkpoint"] == checkpoints[-1]]
     result.tables["roles_last"] = last.groupby("role")["normalized_np"].agg(["mean", "min", "max", "count"]).reset_index()
     result.tables["role_changes"] = changes
@@ -148,6 +156,17 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
         sections.append("<h2>Experts at the last checkpoint</h2><p>Per-role trajectories above average over the "
                         "experts of each block; here each expert is shown apart.</p>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "experts_last"))
+    if has_structure:
+        sections.append("<h2>Structure or distribution?</h2><p>Per-layer NP largely follows the spread of the "
+                        "weights (Girrbach et al. 2023). The null model measures the same weights shuffled "
+                        "(<code>analyze --null K</code>): <i>structural_np</i> is (NP - null) / null std at the last "
+                        "checkpoint, near 0 when the arrangement adds nothing a shuffle would not give; "
+                        "<i>r_null</i> correlates NP's trajectory with the null's (near 1: NP moves with the "
+                        "distribution alone); <i>best_baseline</i> is the simple statistic "
+                        "(<code>--baselines</code>) whose trajectory correlates most with NP's, and <i>r_best</i> "
+                        "that correlation. Where |r_best| is near 1, the trajectory restates that statistic.</p>"
+                        + "".join(f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "null")
+                        + _table_html(result.tables["structure"], digits=3))
     sections.append("<h2>A persistence diagram</h2><p>Of the matrix that changed first (else the first matrix), at "
                     "the last checkpoint.</p>" + "".join(
         f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem == "diagram"))
