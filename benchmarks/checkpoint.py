@@ -6,7 +6,9 @@ into a temporary folder, then prints:
 
 * the time to read every tensor once (``safetensors.safe_open`` with torch, touching every byte),
 * the time of ``analyze`` on it (numba's cache warmed first),
-* their ratio, and the peak RSS of the analysing process.
+* their ratio, and the peak RSS of the analysing process;
+* with ``--null K`` and/or ``--baselines``: the time of ``analyze`` with them as well, and its ratio to the plain
+  ``analyze`` of the same round (the null model's and the statistics' cost).
 
 Each is the best of five rounds, read and analysis taking turns, each in a fresh process. Both read from the
 page cache (the file was just written), so the comparison is compute against compute.
@@ -105,7 +107,8 @@ for shape in ((64, 64), (1100, 1000)):  # load numba's cached kernels (serial an
 tree_values_stack(to_key_stack(npers.bfloat16_bits(np.ones((2, 64, 64), np.uint16))), ["a", "b"])  # the heads' kernel
 load = time.perf_counter() - t0
 t0 = time.perf_counter()
-s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1")
+s = analyze([sys.argv[1]], sys.argv[2], per_head=sys.argv[3] == "1", null=int(sys.argv[4]),
+            baselines=sys.argv[5] == "1")
 seconds = time.perf_counter() - t0
 print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, len(s.errors), load)
 """
@@ -125,7 +128,10 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="1b")
     parser.add_argument("--per-head", action="store_true")
     parser.add_argument("--cold", action="store_true", help="empty the page cache before each run (root)")
+    parser.add_argument("--null", type=int, default=0, metavar="K", help="also time analyze --null K")
+    parser.add_argument("--baselines", action="store_true", help="also time analyze --baselines")
     args = parser.parse_args()
+    extras = args.null > 0 or args.baselines
     size = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -134,12 +140,12 @@ def main() -> None:
         gb = (ckpt / "model.safetensors").stat().st_size / 1e9
         print(f"{args.size}: wrote {gb:.2f} GB of bf16 in {time.perf_counter() - t0:.1f} s")
         warm = write_checkpoint(Path(tmp) / "warm", SIZES["tiny"])  # compile numba's kernels once
-        subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0"], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", ANALYZE, str(warm), str(Path(tmp) / "warm-out"), "0", str(args.null),
+                        "1" if args.baselines else "0"], check=True, capture_output=True)
         # Each measurement in its own process (a child's peak RSS would otherwise start at the parent's), the read
         # and the analysis taking turns, so that both see the machine in the same state (on a virtual machine the
         # time to map the same cached file moves by tens of percent from one minute to the next).
-        reads, analyses = [], []
+        reads, analyses, with_extras = [], [], []
         for _ in range(1 if args.cold else ROUNDS):
             if args.cold:
                 drop_page_cache()
@@ -148,9 +154,14 @@ def main() -> None:
             if args.cold:
                 drop_page_cache()
             out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / f"out{len(reads)}"),
-                                  "1" if args.per_head else "0"], check=True, capture_output=True, text=True)
+                                  "1" if args.per_head else "0", "0", "0"], check=True, capture_output=True, text=True)
             seconds, rss_kb, measured, errors, load = out.stdout.split()
             analyses.append(float(seconds))
+            if extras:
+                more = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / f"extra{len(reads)}"),
+                                       "1" if args.per_head else "0", str(args.null), "1" if args.baselines else "0"],
+                                      check=True, capture_output=True, text=True)
+                with_extras.append(float(more.stdout.split()[0]))
         read, analyze_s = min(reads), min(analyses)
         if len(reads) > 1:
             print("rounds (read, analyze):", ", ".join(f"({r:.2f}, {a:.2f})" for r, a in zip(reads, analyses)))
@@ -161,6 +172,11 @@ def main() -> None:
               f"{analyze_s:.2f} s")
         print(f"ratio analyze / read: {analyze_s / read:.2f}")
         print(f"peak RSS of the analysing process: {int(rss_kb) / 1024:.0f} MB")
+        if extras:
+            what = " ".join(([f"--null {args.null}"] if args.null else []) + (["--baselines"] if args.baselines else []))
+            ratios = [e / a for e, a in zip(with_extras, analyses)]
+            print(f"analyze {what}: {min(with_extras):.2f} s; ratio to analyze, per round: "
+                  + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {float(np.median(ratios)):.2f})")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from .core import (
 )
 from .analysis import analyze, change_summary, load_table, trajectory
 from .core.bias import with_bias
-from .measure import compute
+from .measure import compute, deep_graph_persistence
 from .sources.torch_modules import LayerEntry, layers_of
 from .training.early_stopping import Check, EarlyStopping, first_stop, stopping_decision
 
@@ -43,6 +43,7 @@ __all__ = [
     "trajectory",
     "bfloat16_bits",
     "compute",
+    "deep_graph_persistence",
     "first_stop",
     "layer_diagram",
     "layer_tree",

@@ -12,7 +12,7 @@ from typing import Any
 from .core.compute import compute as compute_matrices
 from .core.results import NetworkResult
 
-__all__ = ["compute"]
+__all__ = ["compute", "deep_graph_persistence"]
 
 
 def compute(
@@ -64,3 +64,24 @@ def compute(
     elif source_options:
         raise TypeError(f"options {sorted(source_options)} only apply to torch modules, got {type(layers).__name__}")
     return compute_matrices(layers, p=p, normalization=normalization, essential=essential)
+
+
+def deep_graph_persistence(layers: Any, p: float = 2.0) -> Any:
+    """Deep graph persistence (Girrbach et al., TMLR 2023) of an MLP: one diagram for the whole stack.
+
+    ``layers``: weight matrices in forward order as ``nn.Linear`` stores them (outputs x inputs), or a torch
+    module whose ``nn.Linear`` layers, in the order of ``named_modules``, form a chain (biases are not part of
+    DGP). See :mod:`neural_persistence.core.dgp`; returns its ``DeepGraphPersistence`` (``np``,
+    ``normalized_np``, ``diagram``, ``matrix``: the folded inputs x outputs matrix).
+    """
+    from .core.dgp import deep_graph_persistence as from_matrices
+
+    if hasattr(layers, "named_modules"):
+        import torch
+
+        weights = [m.weight.detach().to(torch.float64).cpu().numpy() for _, m in layers.named_modules()
+                   if isinstance(m, torch.nn.Linear)]
+        if not weights:
+            raise ValueError(f"{type(layers).__name__} has no nn.Linear layers")
+        return from_matrices(weights, p)
+    return from_matrices(layers, p)

@@ -29,9 +29,9 @@ series with ... (worst of three spacings)                        n = 20       n 
 smooth trend alone: share given any change point                 0.04         0.03         0.01         0.01
 4 sigma level shift on a linear trend: found / precision         0.22 / 0.93  0.60 / 0.98  0.88 / 0.98  0.97 / 0.99
 4 sigma level shift on a saturating trend                        0.29 / 0.92  0.51 / 0.94  0.92 / 0.97  0.99 / 0.98
-4 sigma slope change (4 sigma off after 1 ckpt), linear trend    0.23 / 0.97  0.68 / 0.99  0.90 / 0.98  1.00 / 0.99
-4 sigma slope change (4 sigma off after 1 ckpt), saturating      0.23 / 0.95  0.69 / 0.96  0.93 / 0.93  1.00 / 0.96
-4 sigma slope change (4 sigma off after 3 ckpts), linear trend   0.03 / 0.72  0.52 / 0.96  0.83 / 0.99  0.96 / 0.98
+4 sigma slope change (4 sigma off after 1 ckpt), linear trend    0.23 / 0.97  0.68 / 0.99  0.90 / 0.99  1.00 / 1.00
+4 sigma slope change (4 sigma off after 1 ckpt), saturating      0.23 / 0.95  0.69 / 0.97  0.93 / 0.97  1.00 / 1.00
+4 sigma slope change (4 sigma off after 3 ckpts), linear trend   0.03 / 0.72  0.52 / 0.96  0.83 / 0.99  0.96 / 0.99
 8 sigma level shift on a linear trend                            0.87 / 0.99  0.96 / 0.98  0.99 / 0.99  1.00 / 0.99
 ==============================================================  ===========  ===========  ===========  ===========
 
