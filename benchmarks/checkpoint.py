@@ -156,11 +156,15 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / f"out{len(reads)}"),
                                   "1" if args.per_head else "0", "0", "0"], check=True, capture_output=True, text=True)
             seconds, rss_kb, measured, errors, load = out.stdout.split()
+            if int(errors):
+                sys.exit(f"analyze reported {errors} errors: the timing would measure a failure")
             analyses.append(float(seconds))
             if extras:
                 more = subprocess.run([sys.executable, "-c", ANALYZE, str(ckpt), str(Path(tmp) / f"extra{len(reads)}"),
                                        "1" if args.per_head else "0", str(args.null), "1" if args.baselines else "0"],
                                       check=True, capture_output=True, text=True)
+                if int(more.stdout.split()[3]):
+                    sys.exit(f"analyze {args.null=} {args.baselines=} reported {more.stdout.split()[3]} errors")
                 with_extras.append(float(more.stdout.split()[0]))
         read, analyze_s = min(reads), min(analyses)
         if len(reads) > 1:

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from neural_persistence.core.compute import layer_tree
-from neural_persistence.core.null import _wanted, null_tree_values, top_keys
+from neural_persistence.core.null import joining_ranks, null_ranks, null_tree_values, ranks_needed, top_keys
+from neural_persistence.core.spanning_tree import tree_values
 from neural_persistence.core.weights import to_keys
 
 
@@ -20,33 +21,53 @@ def _np(values: np.ndarray, scale: float) -> float:
     return float(np.sqrt(np.sum((1.0 - deaths) ** 2) + 1.0))
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=80, deadline=None, derandomize=True)
 @given(n=st.integers(1, 40), m=st.integers(1, 40), levels=st.sampled_from([0, 3, 50]), seed=st.integers(0, 2**32 - 1))
-def test_a_null_sample_is_exactly_the_tree_of_the_permuted_layer(n: int, m: int, levels: int, seed: int) -> None:
-    """Rebuild the permuted layer the sample stands for (its top values at the cells the sample drew, the rest
-    shuffled into the other cells) and measure it with the engine: the same tree values, ties included."""
+def test_the_joining_ranks_are_exactly_the_tree_of_the_permuted_layer(n: int, m: int, levels: int, seed: int) -> None:
+    """Put the layer's values, in descending order, at a random sequence of cells (with repeats, as the sampler
+    draws them: a repeat is skipped), measure that permuted layer with the engine: its tree values are the sorted
+    values at the joining ranks, ties included."""
     rng = np.random.default_rng(seed)
     matrix = rng.normal(size=(n, m)).astype(np.float32)
     if levels:
         matrix = (np.round(matrix * levels) / levels).astype(np.float32)  # many ties
-    keys = to_keys(matrix)
-    (tree,) = null_tree_values(keys, 1, seed=seed)
-    child = np.random.SeedSequence(seed).spawn(1)[0]
-    draw = np.random.default_rng(child)
     total = n * m
-    top = top_keys(keys, min(total, _wanted(n, m)))
-    cells = draw.choice(total, len(top), replace=False) if len(top) < total else draw.permutation(total)
-    values = np.abs(matrix).ravel()
-    order = np.argsort(-values, kind="stable")
+    cells = np.concatenate([rng.integers(0, total, 2 * total), rng.permutation(total)])  # repeats; every cell
+    distinct = cells[np.sort(np.unique(cells, return_index=True)[1])]  # first occurrences, in order
+    values = np.sort(np.abs(matrix).ravel())[::-1]
     permuted = np.empty(total, np.float32)
-    permuted[cells] = values[order[: len(top)]]
-    rest = np.setdiff1d(np.arange(total), cells)
-    permuted[rest] = rng.permutation(values[order[len(top):]])
+    permuted[distinct] = values
     expected = layer_tree(permuted.reshape(n, m)).values
-    np.testing.assert_array_equal(np.sort(tree)[::-1], expected)
+    ranks = joining_ranks(n, m, cells)
+    np.testing.assert_array_equal(values[ranks].astype(np.float64), expected)
+    top = top_keys(to_keys(matrix), total)
+    np.testing.assert_array_equal(to_keys(matrix).decode(top[ranks]), expected)
 
 
-@pytest.mark.parametrize("shape", [(8, 12), (32, 6), (48, 48)])
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n=st.integers(2, 300), m=st.integers(2, 300), levels=st.sampled_from([0, 3, 50]), seed=st.integers(0, 2**32 - 1))
+def test_the_engines_top_keys_are_the_largest_keys(n: int, m: int, levels: int, seed: int) -> None:
+    """The null model takes the layer's largest values from the tree's own pass: they are every key at or above
+    some threshold, descending, as many as asked where no crowd of ties sits at the threshold."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(size=(n, m)).astype(np.float32)
+    if levels:
+        matrix = (np.round(matrix * levels) / levels).astype(np.float32)
+    keys = to_keys(matrix)
+    want = ranks_needed(n, m, 4, seed % 7)
+    tree = tree_values(keys, at_least=want)
+    everything = top_keys(keys, n * m)
+    assert tree.top is not None
+    np.testing.assert_array_equal(tree.top, everything[: len(tree.top)])
+    assert len(tree.top) == n * m or tree.top[-1] > everything[len(tree.top)]  # a whole tie is in or out
+    if not levels:
+        assert len(tree.top) >= want
+    np.testing.assert_array_equal(tree.values, layer_tree(matrix).values)  # and the tree is the same
+    for a, b in zip(null_tree_values(keys, 4, seed % 7, top=tree.top), null_tree_values(keys, 4, seed % 7)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(8, 12), (32, 6), (48, 48), (90, 70)])  # the last draws with replacement
 def test_null_samples_follow_the_distribution_of_shuffled_layers(shape: tuple[int, int]) -> None:
     """Over many seeds: the same mean NP within sampling error, and a two-sample test cannot tell them apart."""
     rng = np.random.default_rng(sum(shape))
@@ -74,6 +95,7 @@ def test_more_samples_extend_the_same_sequence_and_the_rare_second_round_is_exac
     scale = float(np.abs(matrix).max())
     forced = [_np(t, scale) for t in null_tree_values(keys, 300, seed=2, first=100)]
     assert all(len(t) == 60 + 70 - 1 for t in null_tree_values(keys, 3, seed=2, first=100))
+    assert all(null_ranks(60, 70, 2, i, first=100)[-1] >= 100 for i in range(300))  # every sample took that round
     slow = [_np(layer_tree(rng.permutation(matrix.ravel()).reshape(60, 70)).values, scale) for _ in range(300)]
     assert stats.ks_2samp(forced, slow).pvalue > 1e-3
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..core.baselines import weight_statistics
 from ..core.compute import SPLIT_LAYER, layer_tree
-from ..core.null import null_tree_values
+from ..core.null import null_tree_values, ranks_needed
 from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
 from ..core.weights import to_key_stack, to_keys
@@ -58,37 +57,34 @@ class Extras:
         return self.null > 0 or self.statistics
 
 
-def null_seed(seed: int, tensor: str, spec: MatrixSpec) -> np.random.SeedSequence:
-    """The draws of one matrix's null model: from the user's seed and the matrix's name, the same at every
-    checkpoint (common random numbers: a change of the null over training is a change of the weights, not of
-    the draws)."""
-    name = f"{tensor}|{spec.role}|{spec.head}|{spec.expert}".encode()
-    return np.random.SeedSequence([seed, zlib.crc32(name)])
-
-
 def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True,
                  extras: Extras = Extras()) -> list[MatrixResult]:
     """Spanning-tree values of every matrix a tensor yields, in the order of ``specs`` (and the ``extras``).
 
     ``parallel``: split big matrices over all cores (see :func:`layer_tree`). The heads of a tensor are measured
-    together, in one call (see :mod:`~neural_persistence.core.stacked`)."""
+    together, in one call (see :mod:`~neural_persistence.core.stacked`). A whole matrix's null model takes its
+    largest values from the tree's own pass."""
     data = read_tensor(tensor)
     labels = [f"{tensor.file}: tensor {tensor.name!r}" + _matrix_label(s) for s in specs]
     stack = cut_stack(data, specs) if _heads_together(specs, parallel) else None
     if stack is not None:
         trees = tree_values_stack(to_key_stack(stack, labels[0]), labels)
+        matrices = None
     else:
-        trees = [layer_tree(cut(data, spec), name=label, parallel=parallel) for spec, label in zip(specs, labels)]
+        matrices = [to_keys(cut(data, spec), label) for spec, label in zip(specs, labels)]
+        trees = [layer_tree(keys, name=label, parallel=parallel,
+                            at_least=ranks_needed(*keys.shape, extras.null, extras.seed))
+                 for keys, label in zip(matrices, labels)]
     added: list[dict[str, Any]] = [{} for _ in specs]
     if extras.wanted():
-        for spec, label, more in zip(specs, labels, added):
-            keys = to_keys(cut(data, spec), label)
+        for i, (spec, label, tree, more) in enumerate(zip(specs, labels, trees, added)):
+            keys = matrices[i] if matrices is not None else to_keys(cut(data, spec), label)
             if extras.null > 0:
-                more["nulls"] = np.stack(null_tree_values(keys, extras.null, null_seed(extras.seed, tensor.name, spec)))
+                more["nulls"] = np.stack(null_tree_values(keys, extras.null, extras.seed, top=tree.top))
                 more["null_seed"] = extras.seed
             if extras.statistics:
                 more["statistics"] = tuple(weight_statistics(keys).as_dict().values())
-    del data, stack
+    del data, stack, matrices
     return [MatrixResult(s.role, s.head, s.expert, s.block, s.rows, s.cols, t.max_abs, t.values, **more)
             for s, t, more in zip(specs, trees, added)]
 

@@ -54,21 +54,23 @@ def named_matrices(layers: Any) -> list[NamedMatrix]:
     return items
 
 
-def layer_tree(matrix: Any, name: str = "layer", parallel: bool = True) -> TreeValues:
-    """Raw maximum-spanning-tree values (|w|, descending) and max |w| of one matrix.
+def layer_tree(matrix: Any, name: str = "layer", parallel: bool = True, at_least: int = 0) -> TreeValues:
+    """Raw maximum-spanning-tree values (|w|, descending) and max |w| of one matrix (or its :class:`Keys`).
 
     The tree values are scale-invariant: dividing them by any w_max gives the layer's diagram under that
     normalization, which is how checkpoint analysis normalizes globally after one pass over the weights.
     ``parallel=False`` reads even a big matrix on one thread, for callers that measure matrices side by side.
+    ``at_least``: also return (as ``top``) about this many of the largest keys, from the same pass (the null model's
+    input).
     """
-    keys = to_keys(matrix, name)
-    return _tree(keys, name, split=parallel and keys.data.size >= SPLIT_LAYER)
+    keys = matrix if isinstance(matrix, Keys) else to_keys(matrix, name)
+    return _tree(keys, name, split=parallel and keys.data.size >= SPLIT_LAYER, at_least=at_least)
 
 
-def _tree(keys: Keys, name: str, split: bool) -> TreeValues:
+def _tree(keys: Keys, name: str, split: bool, at_least: int = 0) -> TreeValues:
     if split and parallel_usable():
-        return tree_values(keys, blocks=available_threads(), name=name)
-    return tree_values(keys, name=name)
+        return tree_values(keys, blocks=available_threads(), name=name, at_least=at_least)
+    return tree_values(keys, name=name, at_least=at_least)
 
 
 def layer_diagram(matrix: Any, scale: float | None = None, essential: bool = True) -> PersistenceDiagram:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from numpy.typing import NDArray
 
 from .compute import layer_tree
 from .measures import check_p, diagram_from_tree, normalized_np
@@ -85,7 +86,7 @@ class DeepGraphPersistence:
     np: float
     normalized_np: float
     diagram: PersistenceDiagram
-    matrix: np.ndarray
+    matrix: NDArray[Any]
     p: float
 
 

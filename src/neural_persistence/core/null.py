@@ -1,23 +1,27 @@
 """The null model of a layer: its spanning-tree values after a uniform random permutation of its entries, without
-permuting.
+permuting anything.
 
-Why it is cheap and exact. Kruskal adds edges from the largest |w| down and stops mattering once the graph is
-connected: every later edge closes a cycle. Under a uniform permutation of the n x m entries, the cells that
-hold the c largest values are c uniformly random distinct cells, in a uniformly random order, whatever the
-values are. So a null sample is: the c largest values (found once per layer, shared by all samples) put at c
-random distinct cells, then Kruskal on those c edges. If they connect the graph, the tree values are exactly
-those of Kruskal on the permuted layer; ties do not matter (the multiset of tree values is the same for every
-order of equal edges). If they do not, more cells are drawn for the next values, down to the whole layer.
-c starts near what a random bipartite graph needs to connect: every row and every column must get an edge, which
-takes about max(n ln n, m ln m) random edges (coupon collecting); 1.5 times that plus n + m makes a second
-round rare.
+Why it is cheap and exact. Kruskal adds edges from the largest |w| down; the k-th largest value enters the tree
+exactly when its cell joins two components of the graph built by the k - 1 larger ones. Under a uniform
+permutation of the n x m entries, the cells of the values in descending order are a uniformly random sequence of
+distinct cells, *whatever the values are*. So which ranks join, the set R, depends on the shape alone, and a null
+sample is
 
-The values are read once in one pass (keys at or above a threshold from a sample, as the engine does); each
-sample then costs a draw of c cells and a union-find over c edges: far less than a pass over the weights.
+    tree values = the layer's values sorted descending, taken at the ranks R
+
+Ties do not matter: the multiset of tree values is the same for every order of equal edges. R is simulated once
+per shape and sample (cells drawn with replacement, repeats skipped, which is a uniform sequence of distinct
+cells; a union-find over the n + m vertices), cached for the process, and shared by every matrix of that shape:
+the heads of a tensor, every block, every checkpoint. These are common random numbers: differences between
+matrices and checkpoints carry no draw noise; the null's own error (its std over sqrt(K)) shrinks with K only.
+The graph connects after about max(n ln n, m ln m) draws (every row and column must be hit, coupon collecting),
+so the layer's part is its largest ~1e5 values, which the engine's one pass collects anyway
+(:func:`~neural_persistence.core.spanning_tree.tree_values` with ``at_least``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba as nb
@@ -26,9 +30,11 @@ import numpy as np
 from .kernels import abs_key
 from .weights import Keys
 
-__all__ = ["null_tree_values", "top_keys"]
+__all__ = ["joining_ranks", "null_ranks", "null_tree_values", "ranks_needed", "top_keys"]
 
 SAMPLE = 1 << 15
+#: Layers with at most this many cells draw a whole permutation of them rather than cells with replacement.
+SMALL_LAYER = 1 << 12
 
 
 @nb.njit(cache=True, nogil=True)
@@ -56,25 +62,93 @@ def _find(parent, x):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def _kruskal(cells, m, parent, taken):  # type: ignore[no-untyped-def]
-    """Kruskal over edges given in descending order of value as cells (row * m + col) of an n x m layer, the union-
-    find ``parent`` carried over from earlier calls; marks ``taken[k]`` for each tree edge; returns how many."""
-    n_rows = parent.shape[0] - m
-    joined = 0
+def _walk(cells, n_rows, m, parent, seen, limit, state, ranks):  # type: ignore[no-untyped-def]
+    """Kruskal along a sequence of cells (row * m + col), the k-th distinct cell standing for the k-th largest
+    value. With a bitmap ``seen`` (one bit per cell; empty: the cells are known distinct) a cell seen before is
+    skipped, and the walk stops after ``limit`` distinct cells. ``state`` = (rank, joined) carries over between
+    calls; the ranks that join are written to ``ranks``."""
+    rank, joined = state[0], state[1]
+    target = parent.shape[0] - 1
+    check = seen.shape[0] > 0
     for k in range(cells.shape[0]):
-        row = cells[k] // m
-        col = n_rows + cells[k] % m
-        a = _find(parent, row)
-        b = _find(parent, col)
+        if joined == target or (check and rank >= limit):
+            break
+        c = cells[k]
+        if check:
+            byte, bit = c >> 3, np.uint8(1) << np.uint8(c & 7)
+            if seen[byte] & bit:
+                continue
+            seen[byte] |= bit
+        a = _find(parent, c // m)
+        b = _find(parent, n_rows + c % m)
         if a != b:
             parent[a] = b
-            taken[k] = True
+            ranks[joined] = rank
             joined += 1
-    return joined
+        rank += 1
+    state[0], state[1] = rank, joined
 
 
 def _wanted(n: int, m: int) -> int:
+    """About how many random cells connect the graph: coupon collecting over rows and columns, with room."""
     return int(1.5 * max(n * math.log(max(n, 2)), m * math.log(max(m, 2)))) + n + m
+
+
+def joining_ranks(n: int, m: int, cells: np.ndarray) -> np.ndarray:
+    """The ranks (0 = largest value) that join the tree when the values, in descending order, sit at ``cells``
+    (row * m + col of an n x m layer; repeats skipped, the first time counts). The cells must connect the graph.
+
+    The deterministic part of the null model, tested against building the permuted layer and measuring it."""
+    parent = np.arange(n + m, dtype=np.int64)
+    ranks = np.empty(n + m - 1, np.int64)
+    state = np.zeros(2, np.int64)
+    seen = np.zeros(n * m // 8 + 1, np.uint8)
+    _walk(np.asarray(cells, np.int64), n, m, parent, seen, n * m, state, ranks)
+    if state[1] != n + m - 1:
+        raise ValueError(f"the {len(cells)} cells given do not connect the {n} x {m} graph")
+    return ranks
+
+
+def null_ranks(n: int, m: int, seed: int, index: int, first: int | None = None) -> np.ndarray:
+    """Joining ranks of null sample ``index`` of an n x m layer, drawn from
+    ``np.random.default_rng(SeedSequence([seed, n, m], spawn_key=(index,)))`` (so asking for more samples later
+    extends the same sequence). Read-only and cached for the process.
+
+    ``first``: how many distinct cells to draw before the rare second round, where the cells not drawn yet are
+    taken in a random order until the graph connects (default: about twice what connects a random bipartite graph;
+    tests make it small to force that round).
+    """
+    return _null_ranks(int(n), int(m), int(seed), int(index), None if first is None else int(first))
+
+
+@functools.lru_cache(maxsize=1024)
+def _null_ranks(n: int, m: int, seed: int, index: int, first: int | None) -> np.ndarray:
+    total = n * m
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n, m], spawn_key=(index,)))
+    parent = np.arange(n + m, dtype=np.int64)
+    ranks = np.empty(n + m - 1, np.int64)
+    state = np.zeros(2, np.int64)
+    target = n + m - 1
+    if total <= SMALL_LAYER:
+        _walk(rng.permutation(total).astype(np.int64), n, m, parent, np.empty(0, np.uint8), 0, state, ranks)
+    else:
+        distinct = min(total // 4, first if first is not None else 2 * _wanted(n, m))
+        seen = np.zeros(total // 8 + 1, np.uint8)
+        chunk = _wanted(n, m) if first is None else max(16, distinct // 2)
+        while state[1] < target and state[0] < distinct:
+            _walk(rng.integers(0, total, chunk, dtype=np.int64), n, m, parent, seen, distinct, state, ranks)
+        if state[1] < target:  # the second round: every cell not drawn yet, in random order
+            drawn = np.unpackbits(seen, bitorder="little")[:total].astype(np.bool_)
+            rest = rng.permutation(np.flatnonzero(~drawn)).astype(np.int64)
+            _walk(rest, n, m, parent, np.empty(0, np.uint8), 0, state, ranks)
+    assert state[1] == target, "internal error: the null sample's graph did not connect"
+    ranks.flags.writeable = False
+    return ranks
+
+
+def ranks_needed(n: int, m: int, samples: int, seed: int) -> int:
+    """How many of a layer's largest values the first ``samples`` null samples of its shape use."""
+    return max((int(null_ranks(n, m, seed, i)[-1]) + 1 for i in range(samples)), default=0)
 
 
 def top_keys(keys: Keys, count: int) -> np.ndarray:
@@ -82,58 +156,36 @@ def top_keys(keys: Keys, count: int) -> np.ndarray:
     threshold are all in), in descending order; all keys when ``count`` reaches the layer's size."""
     a = keys.data
     total = a.shape[0] * a.shape[1]
-    flat_keys = np.empty(0, dtype=np.dtype(f"u{a.dtype.itemsize}"))
+    key_dtype = np.dtype(f"u{a.dtype.itemsize}")
     if count >= total // 4:
-        out = np.empty(total, dtype=flat_keys.dtype)
-        _keys_at_least(a, keys.mask, flat_keys.dtype.type(0), out)
+        out = np.empty(total, dtype=key_dtype)
+        _keys_at_least(a, keys.mask, key_dtype.type(0), out)
         return np.sort(out)[::-1]
     rng = np.random.default_rng(0)  # the threshold's sample decides only the work, never the answer
-    rows = rng.integers(0, a.shape[0], SAMPLE)
-    cols = rng.integers(0, a.shape[1], SAMPLE)
-    sample = a[rows, cols]
-    sample = (np.abs(sample.astype(np.int64)) if a.dtype.kind == "i" else sample & keys.mask).astype(flat_keys.dtype)
-    share = min(1.0, 2.0 * count / total)  # twice the count: the sample's error rarely leaves too few
+    sample = a[rng.integers(0, a.shape[0], SAMPLE), rng.integers(0, a.shape[1], SAMPLE)]
+    sample = (np.abs(sample.astype(np.int64)) if a.dtype.kind == "i" else sample & keys.mask).astype(key_dtype)
+    share = min(1.0, 1.3 * count / total + 4 * math.sqrt(count / total / SAMPLE))  # rarely too few
     while True:
         lo = np.quantile(sample, 1.0 - share, method="lower") if share < 1.0 else 0
-        cap = int(min(total, max(4 * share * total, count) + 1024))
-        out = np.empty(cap, dtype=flat_keys.dtype)
-        found = _keys_at_least(a, keys.mask, flat_keys.dtype.type(lo), out)
+        cap = int(min(total, max(3 * share * total, count) + 1024))
+        out = np.empty(cap, dtype=key_dtype)
+        found = _keys_at_least(a, keys.mask, key_dtype.type(lo), out)
         if found <= cap and (found >= count or lo == 0):
-            return np.sort(out[:found])[::-1]
+            return np.sort(out[:found], kind="stable")[::-1]
         share = min(1.0, share * 4) if found < count else share / 2
 
 
-def null_tree_values(keys: Keys, samples: int, seed: int | np.random.SeedSequence = 0,
-                     top: np.ndarray | None = None, first: int | None = None) -> list[np.ndarray]:
+def null_tree_values(keys: Keys, samples: int, seed: int = 0, top: np.ndarray | None = None,
+                     first: int | None = None) -> list[np.ndarray]:
     """Spanning-tree values (|w|, descending) of ``samples`` uniform random permutations of a layer's entries.
 
-    Sample ``i`` uses the generator ``np.random.default_rng(SeedSequence(seed).spawn(samples)[i])``, so a run that
-    asks for more samples later extends the same sequence. ``top`` may pass :func:`top_keys` of the layer.
-    ``first``: how many of the largest values to place before the second round (default: about what connects a
-    random bipartite graph; tests make it small to force the second round).
+    Sample ``i`` follows :func:`null_ranks` of the layer's shape (as given), ``seed`` and ``i``: every layer of one
+    shape shares the draws. ``top`` may pass the layer's largest keys in descending order (all keys at or above
+    some threshold, as :func:`top_keys` or the engine's pass return them); more are read when they are too few.
     """
-    a = keys.data
-    n, m = a.shape
-    total = n * m
-    wanted = min(total, first if first is not None else _wanted(n, m))
-    top = top if top is not None and len(top) >= wanted else top_keys(keys, wanted)
-    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    trees = []
-    for child in sequence.spawn(samples):
-        rng = np.random.default_rng(child)
-        parent = np.arange(n + m, dtype=np.int64)
-        used = len(top)
-        cells = rng.choice(total, used, replace=False) if used < total else rng.permutation(total)
-        taken = np.zeros(used, np.bool_)
-        joined = _kruskal(cells.astype(np.int64), m, parent, taken)
-        values = [top[taken]]
-        if joined < n + m - 1:  # rare: the rest of the layer, at the cells not drawn yet, in random order
-            everything = top_keys(keys, total)
-            free = np.ones(total, np.bool_)
-            free[cells] = False
-            rest = rng.permutation(np.flatnonzero(free))
-            more = np.zeros(len(rest), np.bool_)
-            _kruskal(rest.astype(np.int64), m, parent, more)
-            values.append(everything[used:][more])
-        trees.append(keys.decode(np.concatenate(values)))
-    return trees
+    n, m = keys.shape
+    sets = [null_ranks(n, m, seed, i, first) for i in range(samples)]
+    need = max((int(r[-1]) + 1 for r in sets), default=0)
+    if top is None or len(top) < need:
+        top = top_keys(keys, need)
+    return [keys.decode(top[r]) for r in sets]

@@ -49,6 +49,8 @@ class TreeValues:
     values: np.ndarray
     max_abs: float
     shape: tuple[int, int]
+    #: With ``at_least``: the keys the pass collected (every key at or above its threshold), descending.
+    top: np.ndarray | None = None
 
 
 class NonFiniteWeightsError(ValueError):
@@ -63,6 +65,7 @@ def tree_values(
     edges_per_vertex: float = EDGES_PER_VERTEX,
     small_layer: int = SMALL_LAYER,
     capacity: int | None = None,
+    at_least: int = 0,
 ) -> TreeValues:
     """Maximum-spanning-tree values of one layer's bipartite graph.
 
@@ -79,17 +82,19 @@ def tree_values(
     a = keys.data
     n, m = a.shape
     key_dtype = np.dtype(f"u{a.dtype.itemsize}")
-    lo = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer)
-    per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer)
+    lo = _pick_threshold(keys, key_dtype, edges_per_vertex, small_layer, at_least)
+    per_block_cap = capacity or _capacity(n, m, blocks, edges_per_vertex, small_layer, at_least)
     while True:
         scan = _scan(keys, key_dtype, lo, blocks, per_block_cap)
         _check_finite(keys, scan.col_key, name)
         if not scan.overflow:
             break
         lo = _raise_threshold(scan, key_dtype, lo)  # far more edges than the sample promised (ties, a tiny buffer)
-    values = _join(keys, key_dtype, scan, lo)
+    edges = _sorted_edges(scan, key_dtype)
+    top = edges[0].copy() if at_least > 0 and lo is not None else None
+    values = _join(keys, key_dtype, scan, lo, edges)
     max_abs = float(keys.decode(np.array([scan.col_key.max()]))[0])
-    return TreeValues(keys.decode(np.sort(values)[::-1]), max_abs, keys.shape)  # keys sort faster than floats
+    return TreeValues(keys.decode(np.sort(values)[::-1]), max_abs, keys.shape, top)  # keys sort faster than floats
 
 
 @dataclass
@@ -106,20 +111,20 @@ class _Scan:
     overflow: bool
 
 
-def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer: int) -> int:
+def _capacity(n: int, m: int, blocks: int, edges_per_vertex: float, small_layer: int, at_least: int = 0) -> int:
     if n * m <= small_layer:
         return n * m
-    return int(4 * _edges_wanted(n, m, edges_per_vertex) / blocks + 1024)
+    return int(4 * _edges_wanted(n, m, edges_per_vertex, at_least) / blocks + 1024)
 
 
-def _edges_wanted(n: int, m: int, edges_per_vertex: float) -> float:
+def _edges_wanted(n: int, m: int, edges_per_vertex: float, at_least: int = 0) -> float:
     """How many edges to collect. On an elongated layer (an attention head: 64 x 2048) each vertex of the short side
     holds dozens of them, which keep the graph in one piece; the long side's vertices need fewer each, and what they
     miss their best edges supply. Fewer edges per vertex as the layer gets longer, down to half (measured: 20-30 %
     faster on head shapes, the same on square ones)."""
     ratio = max(n, m) / min(n, m)
     per_vertex = edges_per_vertex if ratio <= 2 else max(edges_per_vertex / 2, edges_per_vertex / math.sqrt(ratio / 2))
-    return per_vertex * (n + m)
+    return max(per_vertex * (n + m), 1.2 * at_least)  # a margin for the sample's error
 
 
 def _sample_keys(data: np.ndarray, mask: Any, key_dtype: np.dtype) -> np.ndarray:
@@ -138,14 +143,15 @@ def _sample_keys(data: np.ndarray, mask: Any, key_dtype: np.dtype) -> np.ndarray
     return (sample & mask).astype(key_dtype, copy=False)
 
 
-def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int) -> int | None:
+def _pick_threshold(keys: Keys, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int,
+                    at_least: int = 0) -> int | None:
     """The smallest key to collect (``None``: collect nothing), so that about ``edges_per_vertex`` edges per vertex
-    are collected."""
-    return _pick_thresholds(keys.data[None], keys.mask, key_dtype, edges_per_vertex, small_layer)[0]
+    (or ``at_least``) are collected."""
+    return _pick_thresholds(keys.data[None], keys.mask, key_dtype, edges_per_vertex, small_layer, at_least)[0]
 
 
 def _pick_thresholds(
-    data: np.ndarray, mask: Any, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int
+    data: np.ndarray, mask: Any, key_dtype: np.dtype, edges_per_vertex: float, small_layer: int, at_least: int = 0
 ) -> list[int | None]:
     """:func:`_pick_threshold` of each layer of a stack, sampled and partitioned in one call for all."""
     h, n, m = data.shape
@@ -153,7 +159,7 @@ def _pick_thresholds(
         return [0] * h  # collect everything
     sample = _sample_keys(data, mask, key_dtype)
     size = sample.shape[1]
-    wanted = _edges_wanted(n, m, edges_per_vertex)
+    wanted = _edges_wanted(n, m, edges_per_vertex, at_least)
     pos = min(size - 1, max(0, int(size * (1.0 - wanted / (n * m)))))
     thresholds = np.partition(sample, pos, axis=1)[:, pos]
     expected = np.count_nonzero(sample >= thresholds[:, None], axis=1) / size * n * m
@@ -236,13 +242,14 @@ def _check_finite(keys: Keys, col_key: np.ndarray, name: str) -> None:
     )
 
 
-def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None) -> np.ndarray:
+def _join(keys: Keys, key_dtype: np.dtype, scan: _Scan, lo: int | None,
+          edges: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Steps 2 and 3 of the module docstring: the tree's keys, in no particular order."""
     n, m = keys.data.shape
     out = np.empty(n + m - 1, key_dtype)
     count = forest.join(
         keys.data, keys.mask, key_dtype.type(lo if lo is not None else 0), lo is not None, kernels.GROUP,
-        *_sorted_edges(scan, key_dtype), scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
+        *edges, scan.weak_key, scan.weak_rows, scan.weak_col, scan.col_key, scan.col_group,
         scratch("parent", n + m, scan.edge_row.dtype), scratch("size", n + m, scan.edge_row.dtype), out,
     )
     assert count == n + m - 1, "internal error: spanning tree incomplete"
