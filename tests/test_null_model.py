@@ -198,3 +198,52 @@ def test_report_sets_np_beside_its_null_and_the_best_baseline(tmp_path) -> None:
         assert row["r_null"] == pytest.approx(np.corrcoef(means["normalized_np"], means["null_normalized_np"])[0, 1])
         assert row["structural_np"] == pytest.approx(means["structural_np"].iloc[-1])
         assert row["checkpoints"] == 5
+
+
+def test_change_summary_says_whether_the_null_moved_too(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Checkpoints written by transformers, 24 steps with fresh noise each. At step 120 one matrix's weights are
+    rearranged (the same values, the largest gathered into a few rows: an arrangement the null cannot see, since
+    it depends only on the values) and another's are replaced by heavier-tailed ones (a change of distribution,
+    which the null sees). `analyze --null 8`, then the change summary of the table under layer normalization
+    (globally, the heavier tails would rescale every matrix): the first is a change the null did not share, the
+    second one it did."""
+    import torch
+    import transformers as tf
+
+    from neural_persistence.analysis.table import load_table
+    from neural_persistence.analysis.trajectory import change_summary, changes_shown
+    from neural_persistence.cli import main
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=48,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                               bos_token_id=0, eos_token_id=0))
+    mlp = model.model.layers[0].mlp
+    base_up, base_down = mlp.up_proj.weight.detach().clone(), mlp.down_proj.weight.detach().clone()
+    flat = base_up.flatten()
+    order = torch.argsort(flat.abs(), descending=True)
+    gathered = torch.empty_like(flat)
+    gathered[torch.arange(flat.numel())] = flat[order]  # row-major: the largest values fill the first rows
+    arranged = gathered.reshape(base_up.shape)
+    heavy = base_down.sign() * base_down.abs() ** 3
+    heavy *= base_down.std() / heavy.std()
+    rng = torch.Generator().manual_seed(1)
+    for index in range(24):
+        step = index * 10
+        up, down = (arranged, heavy) if step >= 120 else (base_up, base_down)
+        with torch.no_grad():
+            mlp.up_proj.weight.copy_(up + 1e-4 * torch.randn(up.shape, generator=rng))
+            mlp.down_proj.weight.copy_(down + 1e-4 * torch.randn(down.shape, generator=rng))
+        model.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--null", "8"]) == 0
+    frame = load_table(out, normalization="layer")
+    summary = change_summary(frame, by="matrix").set_index("role")
+    up_changes, down_changes = summary.loc["mlp_up", "changes"], summary.loc["mlp_down", "changes"]
+    assert [(c.step, c.kind, c.null_moved) for c in up_changes] == [(120, "level", False)]
+    assert [(c.step, c.null_moved) for c in down_changes][:1] == [(120, True)]
+    assert not summary.loc["mlp_up", "first_null_moved"] and summary.loc["mlp_down", "first_null_moved"]
+    assert all(c.null_moved is not None for found in summary["changes"] for c in found)
+    shown = changes_shown(change_summary(frame, by="matrix")).set_index("role")
+    assert "the null did not move" in shown.loc["mlp_up", "changes"]
+    assert "the null moved too" in shown.loc["mlp_down", "changes"]

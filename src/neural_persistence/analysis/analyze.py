@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.baselines import weight_statistics
 from ..core.compute import SPLIT_LAYER, layer_tree
-from ..core.null import null_tree_values, ranks_needed
+from ..core.null import null_tree_keys, ranks_needed
 from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
 from ..core.weights import to_key_stack, to_keys
@@ -28,7 +28,7 @@ from ..sources.checkpoints import TensorRef, prefetch_tensor, read_tensor
 from ..sources.plan import PlanOptions
 from ..sources.transformer_layout import MatrixSpec, cut, cut_stack
 from .planning import PlannedRuns, Problem, Unit, plan_units
-from .store import MatrixResult, Store, pack_tree
+from .store import MatrixResult, Store, pack_bfloat16_keys, pack_tree
 
 __all__ = ["AnalysisSummary", "Extras", "PlannedRuns", "Problem", "Unit", "analyze", "describe", "measure_unit", "plan_units"]
 
@@ -58,12 +58,13 @@ class Extras:
 
 
 def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool = True,
-                 extras: Extras = Extras()) -> list[MatrixResult]:
+                 extras: Extras = Extras(), packed: bool = False) -> list[MatrixResult]:
     """Spanning-tree values of every matrix a tensor yields, in the order of ``specs`` (and the ``extras``).
 
     ``parallel``: split big matrices over all cores (see :func:`layer_tree`). The heads of a tensor are measured
     together, in one call (see :mod:`~neural_persistence.core.stacked`). A whole matrix's null model takes its
-    largest values from the tree's own pass."""
+    largest values from the tree's own pass. ``packed``: the null trees as the database stores them (bfloat16
+    keys go straight into their blob)."""
     data = read_tensor(tensor)
     labels = [f"{tensor.file}: tensor {tensor.name!r}" + _matrix_label(s) for s in specs]
     stack = cut_stack(data, specs) if _heads_together(specs, parallel) else None
@@ -80,7 +81,12 @@ def measure_unit(tensor: TensorRef, specs: Sequence[MatrixSpec], parallel: bool 
         for i, (spec, label, tree, more) in enumerate(zip(specs, labels, trees, added)):
             keys = matrices[i] if matrices is not None else to_keys(cut(data, spec), label)
             if extras.null > 0:
-                more["nulls"] = np.stack(null_tree_values(keys, extras.null, extras.seed, top=tree.top))
+                found = np.concatenate(null_tree_keys(keys, extras.null, extras.seed, top=tree.top))
+                if packed and keys.float_dtype == "bfloat16":
+                    more["nulls"] = pack_bfloat16_keys(found)
+                else:
+                    values = keys.decode(found).reshape(extras.null, -1)
+                    more["nulls"] = pack_tree(values.ravel()) if packed else values
                 more["null_seed"] = extras.seed
             if extras.statistics:
                 more["statistics"] = tuple(weight_statistics(keys).as_dict().values())
@@ -114,7 +120,7 @@ def _measure_packed(
             pass  # only a hint: the unit itself reports any problem with its file
     return [replace(r, tree=pack_tree(r.tree) if isinstance(r.tree, np.ndarray) else r.tree,
                     nulls=pack_tree(r.nulls.ravel()) if isinstance(r.nulls, np.ndarray) else r.nulls)
-            for r in measure_unit(tensor, specs, parallel, extras)]
+            for r in measure_unit(tensor, specs, parallel, extras, packed=True)]
 
 
 def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:

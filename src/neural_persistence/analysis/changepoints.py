@@ -69,7 +69,10 @@ class ChangePoint:
     slope change how far the series has moved from its earlier trend by the end of the segment (the next change
     or the last checkpoint). ``slope_change``: per step (0 for a level shift). ``z``: ``size`` over the noise
     standard deviation. ``confidence``: one minus the Bonferroni-adjusted p-value (NaN where the detector has
-    none). ``index``: position of ``step`` among the checkpoints, in step order.
+    none). ``index``: position of ``step`` among the checkpoints, in step order. ``null_moved``: set by
+    :func:`~neural_persistence.analysis.trajectory.change_summary` where the null model was measured: whether
+    the NP of the same weights shuffled changed too (within one checkpoint), that is, whether the change may be
+    one of the weights' distribution rather than of their arrangement (None: not known).
     """
 
     step: int
@@ -79,6 +82,7 @@ class ChangePoint:
     z: float
     confidence: float
     index: int
+    null_moved: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +90,8 @@ class ChangePoint:
     def describe(self) -> str:
         """A short phrase: 'level +0.021 (4.2 sigma, confidence 0.999) at step 3000'."""
         conf = "" if math.isnan(self.confidence) else f", confidence {self.confidence:.3f}"
-        return f"{self.kind} {self.size:+.4g} ({abs(self.z):.1f} sigma{conf}) at step {self.step}"
+        null = {None: "", True: "; the null moved too", False: "; the null did not move"}[self.null_moved]
+        return f"{self.kind} {self.size:+.4g} ({abs(self.z):.1f} sigma{conf}) at step {self.step}{null}"
 
 
 class Detector(Protocol):

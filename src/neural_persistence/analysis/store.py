@@ -291,7 +291,7 @@ class Store:
         for r in results:
             if r.nulls is not None:
                 blob = r.nulls if isinstance(r.nulls, bytes) else pack_tree(np.asarray(r.nulls).ravel())
-                samples = len(unpack_tree(blob)) // (r.rows + r.cols - 1)
+                samples = packed_count(blob) // (r.rows + r.cols - 1)
                 self.db.execute("INSERT INTO nulls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 (run, checkpoint, tensor, r.role, r.head, r.expert, options, r.null_seed, samples, blob))
             if r.statistics is not None:
@@ -424,6 +424,19 @@ def pack_tree(tree: np.ndarray) -> bytes:
         else:
             tag, body = b"F", as32.tobytes()
     return tag + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def pack_bfloat16_keys(keys: np.ndarray) -> bytes:
+    """:func:`pack_tree` of the values of bfloat16 keys (bits with the sign cleared), from the keys themselves:
+    the same bytes, without decoding them to floats first."""
+    body = np.ascontiguousarray(keys, dtype="<u2").tobytes()
+    return b"B" + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def packed_count(blob: bytes) -> int:
+    """How many values a blob of :func:`pack_tree` holds, from its length (no decoding, no check)."""
+    width = {b"B": 2, b"F": 4, b"D": 8}.get(blob[:1])
+    return (len(blob) - 5) // width if width else len(unpack_tree(blob))
 
 
 def unpack_tree(blob: bytes, count: int | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ smooth trend, calibrated by simulation; the table is there and in the README); a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,17 @@ def trajectory(path: str | Path, out: str | Path | None = None, **options: Any) 
 
 def role_trajectories(frame: Any) -> Any:
     """Mean normalized NP per (run, role, step), averaged over blocks, heads and experts (a mixture-of-experts
-    block's experts each count as one matrix of their role)."""
+    block's experts each count as one matrix of their role); with the null model's mean beside it where it was
+    measured (``null_normalized_np``)."""
+    columns = ["normalized_np"] + (["null_normalized_np"] if _has_null(frame) else [])
     return (
-        frame.groupby(["run", "role", "step"], dropna=False)["normalized_np"].mean().reset_index()
+        frame.groupby(["run", "role", "step"], dropna=False)[columns].mean().reset_index()
         .sort_values(["run", "role", "step"])
     )
+
+
+def _has_null(frame: Any) -> bool:
+    return "null_normalized_np" in frame.columns and bool(frame["null_normalized_np"].notna().any())
 
 
 def change_points(steps: Any, values: Any, detector: Detector | None = None) -> list[ChangePoint]:
@@ -58,7 +65,7 @@ def change_points(steps: Any, values: Any, detector: Detector | None = None) -> 
 
 
 _SUMMARY_COLUMNS = ["changes", "change_points", "first_change", "first_kind", "first_size", "first_z",
-                    "first_confidence", "n_change_points"]
+                    "first_confidence", "first_null_moved", "n_change_points"]
 
 
 def change_summary(frame: Any, by: str = "matrix", detector: Detector | None = None) -> Any:
@@ -68,6 +75,10 @@ def change_summary(frame: Any, by: str = "matrix", detector: Detector | None = N
     blocks, heads and experts). Columns: ``changes`` (the :class:`ChangePoint` records), ``change_points``
     (their steps), the first change's ``first_change`` (step), ``first_kind``, ``first_size``, ``first_z`` and
     ``first_confidence``, and ``n_change_points``; a series without a change has an empty list and blanks.
+    Where the null model was measured, each change records whether the null (the same weights shuffled) changed
+    too, within one checkpoint of it (``null_moved``; ``first_null_moved``): the same detector on the null's
+    series. A change the null shares may be one of the weights' distribution; one it does not share is one of
+    their arrangement.
     """
     pd = require("pandas", "plot")
     frame = frame.dropna(subset=["step"])
@@ -78,13 +89,19 @@ def change_summary(frame: Any, by: str = "matrix", detector: Detector | None = N
         keys = [k for k in ("run", "tensor", "block", "role", "head", "expert") if k in frame.columns]
         series = frame.groupby(keys)
     rows = []
+    with_null = _has_null(frame)
     for key, group in series:
-        found = change_points(group["step"].to_numpy(), group["normalized_np"].to_numpy(), detector)
+        steps = group["step"].to_numpy()
+        found = change_points(steps, group["normalized_np"].to_numpy(), detector)
+        if with_null and found and group["null_normalized_np"].notna().all():
+            near = {c.index for c in change_points(steps, group["null_normalized_np"].to_numpy(), detector)}
+            found = [replace(c, null_moved=bool(near & {c.index - 1, c.index, c.index + 1})) for c in found]
         first = found[0] if found else None
         rows.append({**dict(zip(keys, key)), "changes": found, "change_points": [c.step for c in found],
                      "first_change": first.step if first else None, "first_kind": first.kind if first else None,
                      "first_size": first.size if first else None, "first_z": first.z if first else None,
-                     "first_confidence": first.confidence if first else None, "n_change_points": len(found)})
+                     "first_confidence": first.confidence if first else None,
+                     "first_null_moved": first.null_moved if first else None, "n_change_points": len(found)})
     table = pd.DataFrame(rows, columns=keys + _SUMMARY_COLUMNS)
     return table.sort_values("first_change", na_position="last").reset_index(drop=True)
 

@@ -21,16 +21,19 @@ so the layer's part is its largest ~1e5 values, which the engine's one pass coll
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 
 from .kernels import abs_key
+from .threads import available_threads
 from .weights import Keys
 
-__all__ = ["joining_ranks", "null_ranks", "null_tree_values", "ranks_needed", "top_keys"]
+__all__ = ["joining_ranks", "null_rank_sets", "null_ranks", "null_tree_keys", "null_tree_values", "ranks_needed", "top_keys"]
 
 SAMPLE = 1 << 15
 #: Layers with at most this many cells draw a whole permutation of them rather than cells with replacement.
@@ -118,10 +121,41 @@ def null_ranks(n: int, m: int, seed: int, index: int, first: int | None = None) 
     taken in a random order until the graph connects (default: about twice what connects a random bipartite graph;
     tests make it small to force that round).
     """
-    return _null_ranks(int(n), int(m), int(seed), int(index), None if first is None else int(first))
+    return null_rank_sets(n, m, seed, index + 1, first)[index]
 
 
-@functools.lru_cache(maxsize=1024)
+def null_rank_sets(n: int, m: int, seed: int, samples: int, first: int | None = None) -> list[np.ndarray]:
+    """:func:`null_ranks` of samples ``0 .. samples - 1``: those not simulated yet in this process are, side by
+    side on the cores, once (callers asking for the same shape at the same time wait for one simulation)."""
+    key = (int(n), int(m), int(seed), None if first is None else int(first))
+    with _RANKS_LOCK:
+        have = _RANKS.setdefault(key, [])
+        _RANKS.move_to_end(key)
+        todo = range(len(have), samples)
+        if len(todo) > 1 and available_threads() > 1:
+            have.extend(_simulations().map(lambda i: _null_ranks(*key[:3], i, key[3]), todo))
+        else:
+            have.extend(_null_ranks(*key[:3], i, key[3]) for i in todo)
+        while len(_RANKS) > RANK_CACHE:
+            _RANKS.popitem(last=False)
+        return have[:samples]
+
+
+#: Shapes (and seeds) whose rank sets the process keeps.
+RANK_CACHE = 256
+_RANKS: OrderedDict[tuple[int, int, int, int | None], list[np.ndarray]] = OrderedDict()
+_RANKS_LOCK = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _simulations() -> ThreadPoolExecutor:
+    """Threads of their own (the walk releases the GIL): callers may be workers of the engine's pool."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=available_threads(), thread_name_prefix="neural-persistence-null")
+    return _pool
+
+
 def _null_ranks(n: int, m: int, seed: int, index: int, first: int | None) -> np.ndarray:
     total = n * m
     rng = np.random.default_rng(np.random.SeedSequence([seed, n, m], spawn_key=(index,)))
@@ -133,22 +167,40 @@ def _null_ranks(n: int, m: int, seed: int, index: int, first: int | None) -> np.
         _walk(rng.permutation(total).astype(np.int64), n, m, parent, np.empty(0, np.uint8), 0, state, ranks)
     else:
         distinct = min(total // 4, first if first is not None else 2 * _wanted(n, m))
-        seen = np.zeros(total // 8 + 1, np.uint8)
+        seen = _bitmap(total)
         chunk = _wanted(n, m) if first is None else max(16, distinct // 2)
+        drawn = []
         while state[1] < target and state[0] < distinct:
-            _walk(rng.integers(0, total, chunk, dtype=np.int64), n, m, parent, seen, distinct, state, ranks)
+            drawn.append(rng.integers(0, total, chunk, dtype=np.int64))
+            _walk(drawn[-1], n, m, parent, seen, distinct, state, ranks)
         if state[1] < target:  # the second round: every cell not drawn yet, in random order
-            drawn = np.unpackbits(seen, bitorder="little")[:total].astype(np.bool_)
-            rest = rng.permutation(np.flatnonzero(~drawn)).astype(np.int64)
+            taken = np.unpackbits(seen[: total // 8 + 1], bitorder="little")[:total].astype(np.bool_)
+            rest = rng.permutation(np.flatnonzero(~taken)).astype(np.int64)
             _walk(rest, n, m, parent, np.empty(0, np.uint8), 0, state, ranks)
+        for cells in drawn:  # leave the bitmap clear for the next sample, touching only what was set
+            seen[cells >> 3] = 0
     assert state[1] == target, "internal error: the null sample's graph did not connect"
     ranks.flags.writeable = False
     return ranks
 
 
+_SCRATCH = threading.local()
+
+
+def _bitmap(cells: int) -> np.ndarray:
+    """A cleared bitmap of at least ``cells`` bits, this thread's own and reused (a fresh one costs a page fault
+    per 4 KiB touched, more than the walk); whoever uses it clears the bits it set."""
+    have = getattr(_SCRATCH, "bitmap", None)
+    if have is None or have.shape[0] < cells // 8 + 1:
+        have = _SCRATCH.bitmap = np.zeros(cells // 8 + 1, np.uint8)
+    return have
+
+
 def ranks_needed(n: int, m: int, samples: int, seed: int) -> int:
     """How many of a layer's largest values the first ``samples`` null samples of its shape use."""
-    return max((int(null_ranks(n, m, seed, i)[-1]) + 1 for i in range(samples)), default=0)
+    if samples <= 0:
+        return 0
+    return max(int(r[-1]) + 1 for r in null_rank_sets(n, m, seed, samples))
 
 
 def top_keys(keys: Keys, count: int) -> np.ndarray:
@@ -175,6 +227,17 @@ def top_keys(keys: Keys, count: int) -> np.ndarray:
         share = min(1.0, share * 4) if found < count else share / 2
 
 
+def null_tree_keys(keys: Keys, samples: int, seed: int = 0, top: np.ndarray | None = None,
+                   first: int | None = None) -> list[np.ndarray]:
+    """:func:`null_tree_values` as keys (``keys.decode`` turns them into values): for storage that keeps keys."""
+    n, m = keys.shape
+    sets = null_rank_sets(n, m, seed, samples, first)
+    need = max((int(r[-1]) + 1 for r in sets), default=0)
+    if top is None or len(top) < need:
+        top = top_keys(keys, need)
+    return [top[r] for r in sets]
+
+
 def null_tree_values(keys: Keys, samples: int, seed: int = 0, top: np.ndarray | None = None,
                      first: int | None = None) -> list[np.ndarray]:
     """Spanning-tree values (|w|, descending) of ``samples`` uniform random permutations of a layer's entries.
@@ -183,9 +246,4 @@ def null_tree_values(keys: Keys, samples: int, seed: int = 0, top: np.ndarray | 
     shape shares the draws. ``top`` may pass the layer's largest keys in descending order (all keys at or above
     some threshold, as :func:`top_keys` or the engine's pass return them); more are read when they are too few.
     """
-    n, m = keys.shape
-    sets = [null_ranks(n, m, seed, i, first) for i in range(samples)]
-    need = max((int(r[-1]) + 1 for r in sets), default=0)
-    if top is None or len(top) < need:
-        top = top_keys(keys, need)
-    return [keys.decode(top[r]) for r in sets]
+    return [keys.decode(k) for k in null_tree_keys(keys, samples, seed, top, first)]
