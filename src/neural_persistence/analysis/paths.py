@@ -66,17 +66,18 @@ def _as_float(x: Any, dtype: Any) -> np.ndarray:
     return np.asarray(arr, dtype=dtype)
 
 
-def _mlp_layers(matrices: dict[tuple[str, int], np.ndarray]) -> list[np.ndarray] | None:
+def _mlp_layers(matrices: dict[tuple[str, int], np.ndarray], dtype: Any) -> list[np.ndarray] | None:
     up, gate, down = (matrices.get((r, -1)) for r in ("mlp_up", "mlp_gate", "mlp_down"))
     if up is None or down is None:
         return None
     parts = [up] + ([gate] if gate is not None else []) + [down]
-    scaled = scaled_layers(parts)
+    scaled = scaled_layers(parts, dtype)
     first = np.maximum(scaled[0], scaled[1]) if gate is not None else scaled[0]
     return [first, scaled[-1]]
 
 
-def _head_paths(matrices: dict[tuple[str, int], np.ndarray]) -> Iterator[tuple[str, int, list[np.ndarray]]]:
+def _head_paths(matrices: dict[tuple[str, int], np.ndarray], paths: Sequence[str],
+                dtype: Any) -> Iterator[tuple[str, int, list[np.ndarray]]]:
     heads = sorted(h for r, h in matrices if r == "q" and h >= 0)
     kv = sorted(h for r, h in matrices if r == "k" and h >= 0)
     if not heads or not kv or len(heads) % len(kv):
@@ -85,10 +86,10 @@ def _head_paths(matrices: dict[tuple[str, int], np.ndarray]) -> Iterator[tuple[s
     for h in heads:
         g = h // share
         v, o, q, k = (matrices.get(key) for key in (("v", g), ("o", h), ("q", h), ("k", g)))
-        if v is not None and o is not None:
-            yield "vo", h, scaled_layers([v, o])
-        if q is not None and k is not None:
-            yield "qk", h, scaled_layers([q, k.T])
+        if "vo" in paths and v is not None and o is not None:
+            yield "vo", h, scaled_layers([v, o], dtype)
+        if "qk" in paths and q is not None and k is not None:
+            yield "qk", h, scaled_layers([q, k.T], dtype)
 
 
 def block_paths(units: Sequence[Unit], p: float = 2.0, dtype: Any = np.float32,
@@ -102,7 +103,7 @@ def block_paths(units: Sequence[Unit], p: float = 2.0, dtype: Any = np.float32,
         data = read_tensor(unit.tensor)
         for spec in unit.specs:
             if spec.expert < 0:
-                matrices[(spec.role, spec.head)] = _as_float(cut(data, spec), np.float64)
+                matrices[(spec.role, spec.head)] = _as_float(cut(data, spec), dtype)
     out = []
     block = first.specs[0].block
 
@@ -112,12 +113,11 @@ def block_paths(units: Sequence[Unit], p: float = 2.0, dtype: Any = np.float32,
         out.append(PathResult(first.run, first.checkpoint.name, first.checkpoint.step, block, path, head, rows,
                               cols, float(result.np), float(result.normalized_np)))
 
-    mlp = _mlp_layers(matrices) if "mlp" in paths else None
+    mlp = _mlp_layers(matrices, dtype) if "mlp" in paths else None
     if mlp is not None:
         add("mlp", -1, mlp)
-    for path, head, scaled in _head_paths(matrices):
-        if path in paths:
-            add(path, head, scaled)
+    for path, head, scaled in _head_paths(matrices, paths, dtype):
+        add(path, head, scaled)
     return out
 
 

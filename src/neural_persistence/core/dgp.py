@@ -97,19 +97,27 @@ def bottleneck_product(a: np.ndarray, b: np.ndarray, dtype: Any = np.float64) ->
     return out
 
 
-def scaled_layers(layers: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """DGP's preprocessing: each layer z-scored, absolute values, all divided by the largest over the layers."""
+def scaled_layers(layers: Sequence[np.ndarray], dtype: Any = np.float64) -> list[np.ndarray]:
+    """DGP's preprocessing: each layer z-scored, absolute values, all divided by the largest over the layers.
+
+    ``dtype``: of the result (means and standard deviations are always accumulated in float64)."""
     scaled = []
     for index, w in enumerate(layers):
-        w = np.asarray(w, dtype=np.float64)
-        std = float(w.std())
-        if not np.isfinite(w).all():
+        w = np.asarray(w, dtype=dtype)
+        mean = w.mean(dtype=np.float64)
+        std = float(np.sqrt(np.mean(np.square(w - mean, dtype=np.float64))))  # two passes: no cancellation
+        if not np.isfinite(std):
             raise ValueError(f"layer {index} holds NaN or infinite weights")
         if std == 0:
             raise ValueError(f"layer {index} is constant: its z-scores are undefined")
-        scaled.append(np.abs((w - w.mean()) / std))
+        z = w - w.dtype.type(mean)
+        np.abs(z, out=z)
+        z /= w.dtype.type(std)
+        scaled.append(z)
     largest = max(float(s.max()) for s in scaled)
-    return [s / largest for s in scaled]
+    for s in scaled:
+        s /= s.dtype.type(largest)
+    return scaled
 
 
 @dataclass(frozen=True)
@@ -169,4 +177,4 @@ def deep_graph_persistence(layers: Any, p: float = 2.0, dtype: Any = np.float64)
     p = check_p(p)
     matrices = [np.asarray(w) for w in layers]
     check_chain(matrices)
-    return folded_persistence(fold(scaled_layers(matrices), dtype), p)
+    return folded_persistence(fold(scaled_layers(matrices, dtype), dtype), p)
