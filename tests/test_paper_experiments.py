@@ -154,3 +154,23 @@ def test_runs_in_parallel_processes_equal_runs_in_one(tmp_path: Path) -> None:
     assert len(two) == 2 * 2 * 4 and not two.duplicated(key).any()
     one, two = (f.sort_values(key).reset_index(drop=True) for f in (one, two))
     pd.testing.assert_frame_equal(one, two)  # the same runs, to the last bit
+
+
+@needs_data
+def test_permutation_analysis_quick_profile(tmp_path: Path) -> None:
+    """Experiment 2's MLPs beside their shuffled layers: every (dataset, variant, state, layer) row is there;
+    at initialization the weights are exchangeable, so NP sits inside its null (|z| small) and DGP beside its
+    shuffled copies; a second call trains nothing and returns the same tables."""
+    from paper import exp2_permutation
+
+    layers, networks = exp2_permutation.main(["--out", str(tmp_path)])
+    assert len(layers) == 2 * 3 * 2 * 3 and len(networks) == 2 * 3 * 2
+    initial = layers[layers["state"] == "initial"]
+    assert (initial["structural"].abs() < 5).all()
+    assert (layers["null_std"] > 0).all() and layers["normalized_np"].between(0, 1).all()
+    start = networks[networks["state"] == "initial"]
+    assert ((start["dgp"] / start["dgp_shuffled_mean"] - 1).abs() < 2e-3).all()  # two shuffles: no z-score
+    assert (tmp_path / "np_vs_null.png").is_file()
+    again_layers, again_networks = exp2_permutation.main(["--out", str(tmp_path)])
+    pd.testing.assert_frame_equal(again_layers, layers)
+    pd.testing.assert_frame_equal(again_networks, networks)

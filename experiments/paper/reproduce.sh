@@ -9,6 +9,7 @@ $PY -m paper.exp2_best_practices --profile paper --runs 3 --epochs 15
 # exp2 saves after every run and, started again, trains only the missing runs: rerun this line to add runs
 # (--jobs 2: two runs at once, one per core).
 $PY -m paper.exp2_best_practices --profile paper --runs 50 --epochs 40 --out paper/results/exp2-paper-40epochs --jobs 2
+$PY -m paper.exp2_permutation --profile paper   # Girrbach et al.'s permutation analysis (section 2c)
 $PY -m paper.exp3_early_stopping --profile paper
 $PY -m paper.exp4_scarcity_and_noise --profile paper
 $PY -m paper.exp5_controls --profile paper
