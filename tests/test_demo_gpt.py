@@ -42,7 +42,8 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_has_every_section(demo_out: Path) -> None:
     page = (demo_out / "report.html").read_text()
     for section in ("Loss and neural persistence during training", "What the numbers say", "Trajectories per role",
-                    "Layer x step", "Heads at the first and last checkpoint", "Change points per role"):
+                    "Layer x step", "Heads at the first and last checkpoint", "Change points per role",
+                    "Structure or distribution?"):
         assert section in page, section
     for image in ("plots/loss.png", "plots/trajectories.png", "plots/layer_heatmap.png", "plots/heads_first.png",
                   "plots/heads_last.png"):
@@ -60,6 +61,20 @@ def test_report_numbers_equal_the_database(demo_out: Path) -> None:
     checkpoints = summary["history"]["checkpoints"]
     assert [c["step"] for c in checkpoints] == sorted(table["step"].unique().tolist())
     assert f"{checkpoints[-1]['eval_loss']:.3f}" in page
+
+
+@needs_corpus
+def test_the_demo_sets_np_beside_its_null(demo_out: Path) -> None:
+    """The demo analyses with the null model on: every row has 8 shuffles, and the paragraph's numbers are the
+    last checkpoint's NP minus null per role, recomputed from the table."""
+    summary = json.loads((demo_out / "summary.json").read_text())
+    table = load_table(demo_out, per_head=True)
+    assert (table["null_samples"] == 8).all() and table["rms"].notna().all()
+    last = table[table["step"] == table["step"].max()].groupby("role")[["normalized_np", "null_normalized_np"]].mean()
+    for role, numbers in summary["structure"].items():
+        expected = last.loc[role, "normalized_np"] - last.loc[role, "null_normalized_np"]
+        assert numbers["np_minus_null"] == pytest.approx(expected, rel=1e-9, abs=1e-12), role
+    assert "the same weights shuffled" in (demo_out / "report.html").read_text()
 
 
 @needs_corpus

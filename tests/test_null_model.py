@@ -67,6 +67,26 @@ def test_the_engines_top_keys_are_the_largest_keys(n: int, m: int, levels: int, 
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8", "int16", "float32"])
+@pytest.mark.parametrize("count", [1, 37, 500, 10_000])
+def test_top_keys_are_the_largest_keys_with_their_ties(dtype: str, count: int) -> None:
+    """Counted (16-bit keys) or thresholded (wider): the largest keys in descending order, the whole tie at the
+    last one included, against sorting every key."""
+    import torch
+
+    rng = np.random.default_rng(count)
+    w = np.round(rng.normal(size=(70, 90)) * 20)
+    given = (torch.tensor(w / 20, dtype=torch.bfloat16) if dtype == "bfloat16" else
+             np.clip(w, -127, 127).astype(dtype) if dtype.startswith("int") else (w / 20).astype(dtype))
+    keys = to_keys(given)
+    everything = np.sort((np.abs(keys.data.astype(np.int64)) if keys.data.dtype.kind == "i"
+                          else keys.data & keys.mask).ravel())[::-1]
+    got = top_keys(keys, count)
+    np.testing.assert_array_equal(got, everything[: len(got)])
+    assert len(got) >= min(count, everything.size)
+    assert len(got) == everything.size or got[-1] > everything[len(got)]
+
+
 @pytest.mark.parametrize("shape", [(8, 12), (32, 6), (48, 48), (90, 70)])  # the last draws with replacement
 def test_null_samples_follow_the_distribution_of_shuffled_layers(shape: tuple[int, int]) -> None:
     """Over many seeds: the same mean NP within sampling error, and a two-sample test cannot tell them apart."""

@@ -21,6 +21,9 @@ Typical session on a training run (a folder of checkpoint-*/ directories with co
   neural-persistence report np/my-run                       # plots + np/my-run/report.html
   neural-persistence compare np/run-a np/run-b --out np/cmp # several runs on one axis
 
+Is it structure or the weight distribution? --null 8 --baselines on analyze sets each matrix beside its own
+shuffles (structural_np) and simple statistics; neural-persistence dgp measures paths through each block.
+
 Results go to an SQLite database in --out as each tensor finishes: kill a run any time, start it again, and
 only what is missing is computed."""
 
@@ -324,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "block, three chains: mlp (up [and gate] -> down), vo (per head, v -> o) and qk (per head,\n"
                     "q -> k^T), each hidden x hidden. They ignore the residual stream, norms and the softmax.",
         epilog="Writes OUT/dgp.csv (run, checkpoint, step, block, path, head, rows, cols, np, normalized_np), block\n"
-               "by block: an interrupted run resumes. A 1B-shaped block takes about a minute on 2 cores.\n\n"
+               "by block: an interrupted run resumes. A 1B-shaped checkpoint (16 blocks) takes about a minute on 2 cores.\n\n"
                "Examples:\n"
                "  neural-persistence dgp runs/my-run --out np/my-run-dgp\n"
                "  neural-persistence dgp model/ --out np/dgp --paths mlp\n"

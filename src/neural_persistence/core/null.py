@@ -57,6 +57,31 @@ def _keys_at_least(a, mask, lo, out):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
+def _top_by_count(a, mask, count, hist):  # type: ignore[no-untyped-def]
+    """The ``count`` largest keys of ``a`` (keys of at most 16 bits) and every key tied with the last, descending,
+    by counting: one pass into ``hist`` (zeroed; left zeroed), then a walk down from the largest key."""
+    n, m = a.shape
+    for i in range(n):
+        for j in range(m):
+            hist[abs_key(a[i, j], mask)] += 1
+    total = 0
+    threshold = 0
+    for key in range(hist.shape[0] - 1, -1, -1):
+        if total >= count:
+            threshold = key + 1
+            break
+        total += hist[key]
+    out = np.empty(total, np.uint16)
+    filled = 0
+    for key in range(hist.shape[0] - 1, threshold - 1, -1):
+        for _ in range(hist[key]):
+            out[filled] = key
+            filled += 1
+    hist[:] = 0
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def _find(parent, x):  # type: ignore[no-untyped-def]
     while parent[x] != x:
         parent[x] = parent[parent[x]]
@@ -196,6 +221,16 @@ def _bitmap(cells: int) -> np.ndarray:
     return have
 
 
+def _histogram(bins: int) -> np.ndarray:
+    """A zeroed histogram of this thread's own, reused (the kernel leaves it zeroed)."""
+    if bins != 1 << 16:
+        return np.zeros(bins, np.int64)
+    have = getattr(_SCRATCH, "histogram", None)
+    if have is None:
+        have = _SCRATCH.histogram = np.zeros(bins, np.int64)
+    return have
+
+
 def ranks_needed(n: int, m: int, samples: int, seed: int) -> int:
     """How many of a layer's largest values the first ``samples`` null samples of its shape use."""
     if samples <= 0:
@@ -209,6 +244,9 @@ def top_keys(keys: Keys, count: int) -> np.ndarray:
     a = keys.data
     total = a.shape[0] * a.shape[1]
     key_dtype = np.dtype(f"u{a.dtype.itemsize}")
+    if key_dtype.itemsize <= 2:  # bfloat16, float16, 8- and 16-bit integers: count, exactly, in one pass
+        hist = _histogram(1 << (8 * key_dtype.itemsize))
+        return _top_by_count(a, keys.mask, min(count, total), hist).astype(key_dtype, copy=False)
     if count >= total // 4:
         out = np.empty(total, dtype=key_dtype)
         _keys_at_least(a, keys.mask, key_dtype.type(0), out)

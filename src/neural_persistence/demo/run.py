@@ -165,6 +165,19 @@ def narrative(frame: Any, by_matrix: Any, by_role: Any, history: History, stoppe
     numbers["last_role_means"] = {k: float(v) for k, v in last.items()}
     parts.append(f"At the last checkpoint the highest mean normalized NP is in {last.idxmax()} ({last.max():.3f}), "
                  f"the lowest in {last.idxmin()} ({last.min():.3f}).")
+    if "null_normalized_np" in frame.columns and frame["null_normalized_np"].notna().any():
+        from ..analysis.structure import structure_summary
+
+        structure = structure_summary(frame).set_index("role")
+        numbers["structure"] = {role: {"np_minus_null": float(r.np_minus_null), "r_null": float(r.r_null)}
+                                for role, r in structure.iterrows()}
+        most = structure["np_minus_null"].abs().idxmax()
+        followed = structure.index[structure["r_null"] > 0.9].tolist()
+        parts.append(f"Against the same weights shuffled (the null model, 8 shuffles per matrix), {most} differs most "
+                     f"from its null at the last checkpoint ({structure.loc[most, 'np_minus_null']:+.3f} normalized "
+                     f"NP); " + (f"the trajectories of {', '.join(followed)} follow their nulls (r > 0.9), so "
+                                 "there NP's course restates the weights' distribution."
+                                 if followed else "no role's trajectory follows its null closely (all r <= 0.9)."))
     if stopper.stopped_at is not None:
         stop_step = history.checks[stopper.stopped_at]["step"]
         near = max((c for c in ckpts if c["step"] <= stop_step), key=lambda c: c["step"])
@@ -240,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"[bold]training[/bold] a 4-layer char-level GPT for {plan.steps} steps (CPU)")
     history, stopper = train(out, text, plan, args.seed, console.print)
     console.print("[bold]analysing[/bold] every checkpoint, per head")
-    analyze([out / "run"], out, per_head=True, progress=True)
+    analyze([out / "run"], out, per_head=True, progress=True, null=8, baselines=True)  # NP beside its shuffles
     frame = load_table(out)
     by_role = change_summary(frame, by="role")
     by_matrix = change_summary(frame, by="matrix")
