@@ -2,7 +2,8 @@
 
 Accepted: a Hugging Face model directory (``config.json`` with ``model.safetensors``, or shards with their
 ``model.safetensors.index.json``, or ``pytorch_model.bin``), a single ``.safetensors`` or ``.gguf`` file (a
-folder of ``.gguf`` files: one checkpoint each), or a directory of such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step comes from the name, else from
+folder of ``.gguf`` files: one checkpoint each), a PyTorch Distributed Checkpoint folder (``.metadata``), a
+DeepSpeed ``global_step*/`` folder (:mod:`.distributed_formats`), or a directory of such checkpoints (``checkpoint-500/``, ``step_1000/``, ...). The training step comes from the name, else from
 ``trainer_state.json``.
 """
 
@@ -17,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .distributed_formats import (
+    DEEPSPEED_MODEL_STATES,
+    dcp_read,
+    dcp_tensors,
+    deepspeed_module,
+    is_dcp_folder,
+    is_deepspeed_file,
+)
 from .gguf_file import gguf_file
 from .safetensors_file import CorruptCheckpointError, SafetensorsFile
 
@@ -62,6 +71,11 @@ def tensors_of(file: Path) -> list[TensorRef]:
     if file.suffix == ".gguf":
         g = gguf_file(file)
         return [TensorRef(n, g.shapes[n], g.dtypes[n], file) for n in g.tensors]
+    if file.name == ".metadata":
+        return [TensorRef(n, shape, dtype, file) for n, shape, dtype in dcp_tensors(file.parent)]
+    if is_deepspeed_file(file):
+        return [TensorRef(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), file)
+                for n, t in deepspeed_module(file).items()]
     if file.suffix == ".bin":
         return [TensorRef(n, tuple(t.shape), str(t.dtype), file) for n, t in _torch_bin(file).items()]
     header = SafetensorsFile(file)
@@ -87,8 +101,9 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
     found = [c for sub in sorted(p for p in path.iterdir() if p.is_dir()) for c in _maybe(sub)]
     if not found:
         raise FileNotFoundError(
-            f"{path}: no checkpoint found (looked for *.safetensors, model.safetensors.index.json or "
-            "pytorch_model.bin here and in its subdirectories)"
+            f"{path}: no checkpoint found (looked for *.safetensors, model.safetensors.index.json, "
+            "pytorch_model.bin, *.gguf, a Distributed Checkpoint's .metadata and DeepSpeed's "
+            "mp_rank_00_model_states.pt here and in its subdirectories)"
         )
     return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
 
@@ -113,9 +128,20 @@ def _maybe(path: Path) -> list[Checkpoint]:
         ggufs = sorted(path.glob("*.gguf"))
         return [_gguf_checkpoint(f) for f in ggufs]
     files, missing = own
-    kind = "pytorch" if files and all(f.suffix == ".bin" for f in files) else "safetensors"
-    return [Checkpoint(path.name, path, meta.step(path.name), files, meta.config(), missing, meta.tokens(),
+    kind = _format(files)
+    config = meta.config()
+    if config is None and kind in ("dcp", "deepspeed"):  # trainers keep one config.json for the run, above
+        config = _Metadata(path.parent).config()
+    return [Checkpoint(path.name, path, meta.step(path.name), files, config, missing, meta.tokens(),
                        meta.problems, format=kind)]
+
+
+def _format(files: list[Path]) -> str:
+    if files and files[0].name == ".metadata":
+        return "dcp"
+    if files and is_deepspeed_file(files[0]):
+        return "deepspeed"
+    return "pytorch" if files and all(f.suffix == ".bin" for f in files) else "safetensors"
 
 
 def _weight_files(path: Path, problems: list[tuple[str, str]]) -> tuple[list[Path], dict[str, Path]] | None:
@@ -138,6 +164,11 @@ def _weight_files(path: Path, problems: list[tuple[str, str]]) -> tuple[list[Pat
     bins = sorted(path.glob("pytorch_model*.bin"))
     if bins:
         return bins, {}
+    if is_dcp_folder(path):
+        return [path / ".metadata"], {}
+    states = sorted(path.glob("*_model_states.pt"), key=lambda f: f.name != DEEPSPEED_MODEL_STATES)
+    if states:  # mp_rank_00 first; a ZeRO-3 or tensor-parallel folder is refused, naming what to do, when read
+        return states[:1], {}
     return None
 
 
@@ -228,6 +259,10 @@ def read_tensor(ref: TensorRef) -> Any:
     """The tensor's data, memory-mapped where the format allows."""
     if ref.file.suffix == ".gguf":
         return gguf_file(ref.file).read(ref.name)
+    if ref.file.name == ".metadata":
+        return dcp_read(ref.file.parent, ref.name)
+    if is_deepspeed_file(ref.file):
+        return deepspeed_module(ref.file)[ref.name]
     if ref.file.suffix == ".bin":
         return _torch_bin(ref.file)[ref.name]
     return _header(ref.file).read(ref.name)

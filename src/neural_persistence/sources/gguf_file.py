@@ -143,7 +143,12 @@ class GGUFFile:
         return data
 
 
-@functools.lru_cache(maxsize=4)
 def gguf_file(path: Path) -> GGUFFile:
-    """One reader per file (its header parsed once)."""
+    """One reader per file (its header parsed once, again when the file changes)."""
+    info = path.stat()
+    return _gguf_file(path, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_file(path: Path, mtime: int, size: int) -> GGUFFile:
     return GGUFFile(path)

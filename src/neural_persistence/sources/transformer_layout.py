@@ -52,15 +52,16 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("lm_head", re.compile(r"(^|\.)(lm_head|embed_out)\.weight$")),
     ("router", re.compile(r"((block_sparse_moe|mlp|moe)\.gate|shared_expert_gate|router(\.classifier|\.layer)?)"
                           r"\.weight$")),
-    ("qkv", re.compile(r"(c_attn|query_key_value|qkv_proj|Wqkv|qkv)\.weight$|in_proj_weight$")),
+    ("qkv", re.compile(r"(c_attn|query_key_value|qkv_proj|Wqkv|qkv|linear_qkv)\.weight$|in_proj_weight$")),
     ("gate_up", re.compile(r"(gate_up_proj(\.weight)?|experts\.gate_up_proj)$")),
-    ("q", re.compile(r"(q_proj|self\.query|attn\.q|\.query)\.weight$|q_proj_weight$")),
-    ("k", re.compile(r"(k_proj|self\.key|attn\.k|\.key)\.weight$|k_proj_weight$")),
-    ("v", re.compile(r"(v_proj|self\.value|attn\.v|\.value)\.weight$|v_proj_weight$")),
-    ("o", re.compile(r"(o_proj|out_proj|attention\.output\.dense|attn\.c_proj|attention\.dense|attn\.dense)\.weight$")),
+    ("q", re.compile(r"(q_proj|self\.query|attn\.q|\.query|attention\.wq)\.weight$|q_proj_weight$")),
+    ("k", re.compile(r"(k_proj|self\.key|attn\.k|\.key|attention\.wk)\.weight$|k_proj_weight$")),
+    ("v", re.compile(r"(v_proj|self\.value|attn\.v|\.value|attention\.wv)\.weight$|v_proj_weight$")),
+    ("o", re.compile(r"(o_proj|out_proj|attention\.output\.dense|attn\.c_proj|attention\.dense|attn\.dense|"
+                     r"attention\.wo|self_attention\.linear_proj)\.weight$")),
     ("mlp_gate", re.compile(r"(gate_proj|w1|wi_0)\.weight$")),
-    ("mlp_up", re.compile(r"(up_proj|c_fc|dense_h_to_4h|intermediate\.dense|fc1|w3|wi_1|wi)\.weight$")),
-    ("mlp_down", re.compile(r"(down_proj|mlp\.c_proj|dense_4h_to_h|output\.dense|fc2|w2|wo)\.weight$|"
+    ("mlp_up", re.compile(r"(up_proj|c_fc|dense_h_to_4h|intermediate\.dense|fc1|w3|wi_1|wi|linear_fc1)\.weight$")),
+    ("mlp_down", re.compile(r"(down_proj|mlp\.c_proj|dense_4h_to_h|output\.dense|fc2|w2|wo|linear_fc2)\.weight$|"
                             r"experts\.down_proj$")),
 ]
 # nn.MultiheadAttention's fused input projection: [q | k | v] of equal thirds by definition, split without a config.
