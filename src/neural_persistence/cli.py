@@ -68,7 +68,10 @@ def _describe(args: argparse.Namespace) -> int:
     from .analysis.analyze import plan_units
     from .sources.plan import PlanOptions
 
-    planned = plan_units(args.paths, PlanOptions(args.per_head, args.include_embeddings))
+    from .sources.hub_cache import HubOptions
+
+    planned = plan_units(args.paths, PlanOptions(args.per_head, args.include_embeddings),
+                         hub=HubOptions(args.revisions, args.cache_dir))
     rows = pd.DataFrame(
         [{"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
           "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
@@ -101,7 +104,8 @@ def _analyze(args: argparse.Namespace) -> int:
     console = _console()
     summary = analyze(args.paths, args.out, per_head=args.per_head, include_embeddings=args.include_embeddings,
                       workers=args.workers, scheduler=args.scheduler, scheduler_timeout=args.scheduler_timeout,
-                      progress=True, null=args.null, null_seed=args.null_seed, baselines=args.baselines)
+                      progress=True, null=args.null, null_seed=args.null_seed, baselines=args.baselines,
+                      revisions=args.revisions, cache_dir=args.cache_dir)
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow] {note}")
     options = {"per_head": args.per_head, "include_embeddings": args.include_embeddings}
@@ -231,6 +235,10 @@ def _probability(text: str) -> float:
     return value
 
 
+PATHS_HELP = ("model folders, .safetensors / .bin / .gguf files, Distributed Checkpoint or DeepSpeed global_step "
+              "folders, folders of checkpoints, or ORG/NAME of the local hub cache (with --revisions)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-persistence", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kwargs)
 
     def paths_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--revisions", default=None, metavar="GLOB",
+                       help="for ORG/NAME of the local Hugging Face hub cache: which revisions, e.g. 'step*' "
+                            "(default main); nothing is downloaded")
+        p.add_argument("--cache-dir", default=None, type=Path, metavar="DIR",
+                       help="the hub cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)")
         p.add_argument("--per-head", action="store_true",
                        help="cut q, k, v (rows) and o (columns) into attention heads, using config.json")
         p.add_argument("--include-embeddings", action="store_true",
@@ -252,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="w_max over the whole checkpoint (global, the paper's), each matrix, or each role")
 
     p = command("describe", help="list what would be measured (roles, heads, shapes) without computing")
-    p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
+    p.add_argument("paths", nargs="+", help=PATHS_HELP)
     paths_options(p)
     p.set_defaults(run=_describe)
 
@@ -264,10 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
                "OUT/results.csv or .parquet: one row per matrix (per head with --per-head) with the columns\n"
                "run, checkpoint, step, tokens, tensor, block, role, head, rows, cols, np, normalized_np.\n\n"
                "Examples:\n"
-               "  neural-persistence analyze runs/pythia-70m --out np/pythia --per-head\n"
+               "  neural-persistence analyze runs/my-run --out np/my-run --per-head\n"
+               "  neural-persistence analyze EleutherAI/pythia-160m --revisions 'step*' --out np/pythia --per-head\n"
+               "  neural-persistence analyze model.Q4_K_M.gguf torchtitan/step-1000 output/global_step500 --out np/x\n"
                "  neural-persistence analyze ckpt-a ckpt-b --out np/ab --normalization role --format parquet\n"
                "  neural-persistence analyze /shared/run --out np/run --scheduler tcp://scheduler:8786")
-    p.add_argument("paths", nargs="+", help="model folders, .safetensors files, or folders of checkpoints")
+    p.add_argument("paths", nargs="+", help=PATHS_HELP)
     p.add_argument("--out", required=True, type=Path, help="output folder (database, results table)")
     paths_options(p)
     normalization_option(p)

@@ -25,6 +25,7 @@ from ..core.stacked import tree_values_stack
 from ..core.threads import available_threads
 from ..core.weights import to_key_stack, to_keys
 from ..sources.checkpoints import TensorRef, prefetch_tensor, read_tensor
+from ..sources.hub_cache import HubOptions
 from ..sources.plan import PlanOptions
 from ..sources.transformer_layout import MatrixSpec, cut, cut_stack
 from .planning import PlannedRuns, Problem, Unit, plan_units
@@ -123,10 +124,11 @@ def _measure_packed(
             for r in measure_unit(tensor, specs, parallel, extras, packed=True)]
 
 
-def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False) -> list[dict]:
+def describe(paths: Sequence[str | Path], per_head: bool = False, include_embeddings: bool = False,
+             hub: HubOptions = HubOptions()) -> list[dict]:
     """What ``analyze`` would measure: one dict per matrix (run, checkpoint, step, tensor, block, role, head,
     expert, shape, dtype, format). ``analyze`` stores exactly these matrices, one row each."""
-    planned = plan_units(paths, PlanOptions(per_head, include_embeddings))
+    planned = plan_units(paths, PlanOptions(per_head, include_embeddings), hub=hub)
     return [
         {"run": u.run, "checkpoint": u.checkpoint.name, "step": u.checkpoint.step, "tensor": s.tensor,
          "block": s.block, "role": s.role, "head": s.head, "expert": s.expert, "rows": s.rows, "cols": s.cols,
@@ -148,15 +150,18 @@ def analyze(
     null: int = 0,
     null_seed: int = 0,
     baselines: bool = False,
+    revisions: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> AnalysisSummary:
     """Measure every linear map of every checkpoint under ``paths`` into ``out/results.sqlite``.
 
     Parameters
     ----------
     paths
-        Checkpoints: HF model directories, ``.safetensors`` files, or directories of checkpoints. Each path is
-        one run, identified by its resolved path and labelled with its folder's name (``name-2`` when another
-        run of the database has that name).
+        Checkpoints: HF model directories, ``.safetensors``, ``.bin`` or ``.gguf`` files, Distributed
+        Checkpoint or DeepSpeed folders, directories of checkpoints, or ``ORG/NAME`` of a repository in the local
+        hub cache. Each path is one run, identified by its resolved path and labelled with its folder's name
+        (``name-2`` when another run of the database has that name).
     out
         Output directory; holds the database. Running again computes only what is missing.
     per_head
@@ -176,6 +181,9 @@ def analyze(
         Asking for more samples later measures the tensors again with the longer sequence of the same seed.
     baselines
         Also store each matrix's weight statistics (rms, outlier ratio, excess kurtosis, spread, Frobenius norm).
+    revisions, cache_dir
+        For ``ORG/NAME`` paths: a glob of revision names (``'step*'``; default ``main``) and the hub cache (default
+        ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``). Nothing is downloaded.
 
     Returns
     -------
@@ -201,7 +209,7 @@ def analyze(
     with _gc_skips_older_objects(), Store(out) as store:
         if store.migrated:
             summary.notes.append(store.migrated)
-        planned = plan_units(paths, options, store.run_labels())
+        planned = plan_units(paths, options, store.run_labels(), HubOptions(revisions, cache_dir))
         for run, path in planned.runs.items():
             store.add_run(run, path)
         for run, ckpt in planned.checkpoints:

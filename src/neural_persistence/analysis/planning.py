@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, tensors_of
+from ..sources.checkpoints import Checkpoint, TensorRef, find_checkpoints, hub_checkpoints, tensors_of
+from ..sources.hub_cache import HubOptions, looks_like_repo_id, repo_folder
 from ..sources.plan import PlanOptions, plan
 from ..sources.safetensors_file import CorruptCheckpointError
 from ..sources.transformer_layout import HeadConfig, MatrixSpec
@@ -78,20 +79,25 @@ def _heads(checkpoint: Checkpoint) -> HeadConfig:
 
 def plan_units(
     paths: Sequence[str | Path], options: PlanOptions = PlanOptions(), known_runs: dict[str, str] | None = None,
+    hub: HubOptions = HubOptions(),
 ) -> PlannedRuns:
     """Checkpoints (with their run), units to measure, and problems found while planning.
 
+    A path that does not exist but reads as ``ORG/NAME`` is a repository of the local hub cache, its revisions
+    matching ``hub.revisions`` the checkpoints (:mod:`~neural_persistence.sources.hub_cache`).
     A run is identified by its resolved path: ``known_runs`` (resolved path -> label, from the database) keeps
     its label across calls, and a new run whose folder name is already taken gets ``name-2``, ``name-3``, ..."""
     planned = PlannedRuns()
     labels = dict(known_runs or {})
     taken = set(labels.values())
     for path in paths:
-        resolved = str(Path(path).resolve())
-        run = labels.get(resolved) or _unique(Path(resolved).name or "run", taken)
+        from_hub = not Path(path).exists() and looks_like_repo_id(str(path))
+        resolved = str(repo_folder(str(path), hub.cache_dir).resolve()) if from_hub else str(Path(path).resolve())
+        name = str(path).split("/")[-1] if from_hub else Path(resolved).name
+        run = labels.get(resolved) or _unique(name or "run", taken)
         labels[resolved] = run
         planned.runs[run] = resolved
-        for ckpt in find_checkpoints(path):
+        for ckpt in hub_checkpoints(str(path), hub) if from_hub else find_checkpoints(path):
             planned.checkpoints.append((run, ckpt))
             _plan_checkpoint(run, ckpt, options, planned)
     return planned

@@ -27,9 +27,10 @@ from .distributed_formats import (
     is_deepspeed_file,
 )
 from .gguf_file import gguf_file
+from .hub_cache import HubOptions, hub_revisions
 from .safetensors_file import CorruptCheckpointError, SafetensorsFile
 
-__all__ = ["Checkpoint", "TensorRef", "find_checkpoints", "read_tensor", "tensors_of"]
+__all__ = ["Checkpoint", "TensorRef", "find_checkpoints", "hub_checkpoints", "read_tensor", "tensors_of"]
 
 _STEP = re.compile(r"(?:checkpoint|step|global_step|iter|ckpt)[-_]?(\d+)$|(?:^|[-_])(\d+)$")
 #: A step named as such anywhere in a file name (``model-step1000-Q4_0.gguf``): GGUF names end in quantization
@@ -106,6 +107,27 @@ def find_checkpoints(path: str | Path) -> list[Checkpoint]:
             "mp_rank_00_model_states.pt here and in its subdirectories)"
         )
     return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
+
+
+def hub_checkpoints(repo_id: str, options: HubOptions = HubOptions()) -> list[Checkpoint]:
+    """The cached revisions of a hub repository (:mod:`.hub_cache`), one checkpoint each, named by revision."""
+    out = []
+    for revision in hub_revisions(repo_id, options):
+        found = _maybe(revision.path) if revision.path.is_dir() else []
+        if found:
+            ckpt = found[0]
+            ckpt.name = revision.name
+            ckpt.step = revision.step if revision.step is not None else ckpt.step
+            ckpt.tokens = revision.tokens if revision.tokens is not None else ckpt.tokens
+            ckpt.format = f"hub cache, {ckpt.format}"
+        else:
+            ckpt = Checkpoint(revision.name, revision.path, revision.step, [], tokens=revision.tokens,
+                              format="hub cache",
+                              problems=[(str(revision.path), f"revision {revision.name} ({revision.commit[:12]}) has "
+                                         "no weight files in the cache (fetched without them?); fetch them with "
+                                         f"huggingface_hub.snapshot_download('{repo_id}', revision='{revision.name}')")])
+        out.append(ckpt)
+    return out
 
 
 def _gguf_checkpoint(path: Path) -> Checkpoint:
