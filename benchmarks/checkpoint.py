@@ -8,7 +8,9 @@ into a temporary folder, then prints:
 * the time of ``analyze`` on it (numba's cache warmed first),
 * their ratio, and the peak RSS of the analysing process;
 * with ``--null K`` and/or ``--baselines``: the time of ``analyze`` with them as well, and its ratio to the plain
-  ``analyze`` of the same round (the null model's and the statistics' cost).
+  ``analyze`` of the same round (the null model's and the statistics' cost);
+* with ``--dcp``: the same tensors saved with ``torch.distributed.checkpoint``, the time of one ``dcp.load`` of
+  them all against ``analyze`` of that folder (which reads it tensor by tensor).
 
 Each is the best of five rounds, read and analysis taking turns, each in a fresh process. Both read from the
 page cache (the file was just written), so the comparison is compute against compute.
@@ -114,6 +116,48 @@ print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.measured, l
 """
 
 
+TO_DCP = """
+import sys, torch
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file
+dcp.save(load_file(sys.argv[1]), checkpoint_id=sys.argv[2])
+"""
+
+READ_DCP = """
+import sys, time, torch
+import torch.distributed.checkpoint as dcp
+reader = dcp.FileSystemReader(sys.argv[1])
+meta = reader.read_metadata().state_dict_metadata
+state = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.items() if hasattr(m, "size")}
+t0 = time.perf_counter()
+dcp.load(state, storage_reader=reader)  # every tensor read once, in one call
+print(time.perf_counter() - t0)
+"""
+
+
+def dcp_lines(tmp: Path, ckpt: Path, per_head: bool) -> None:
+    """The same checkpoint as a Distributed Checkpoint folder: reading it once against analyze reading it."""
+    folder = tmp / "dcp"
+    subprocess.run([sys.executable, "-c", TO_DCP, str(ckpt / "model.safetensors"), str(folder)], check=True,
+                   capture_output=True)
+    (folder / "config.json").write_bytes((ckpt / "config.json").read_bytes())
+    os.sync()
+    reads, analyses = [], []
+    for i in range(ROUNDS):
+        reads.append(float(subprocess.run([sys.executable, "-c", READ_DCP, str(folder)], check=True,
+                                          capture_output=True, text=True).stdout.split()[-1]))
+        out = subprocess.run([sys.executable, "-c", ANALYZE, str(folder), str(tmp / f"dcp-out{i}"),
+                              "1" if per_head else "0", "0", "0"], check=True, capture_output=True, text=True)
+        seconds, _, measured, errors, _ = out.stdout.split()
+        if int(errors):
+            sys.exit(f"analyze of the DCP checkpoint reported {errors} errors")
+        analyses.append(float(seconds))
+    read, analyze_s = min(reads), min(analyses)
+    print(f"DCP checkpoint (torch.distributed.checkpoint.save of the same tensors): read every tensor once "
+          f"(dcp.load): {read:.2f} s; analyze{' --per-head' if per_head else ''} ({measured} tensors, tensor by "
+          f"tensor): {analyze_s:.2f} s; ratio analyze / read: {analyze_s / read:.2f}")
+
+
 def drop_page_cache() -> None:
     """Write back and drop the page cache, so that the next run reads from the disk."""
     os.sync()
@@ -130,6 +174,8 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="empty the page cache before each run (root)")
     parser.add_argument("--null", type=int, default=0, metavar="K", help="also time analyze --null K")
     parser.add_argument("--baselines", action="store_true", help="also time analyze --baselines")
+    parser.add_argument("--dcp", action="store_true",
+                        help="also the same checkpoint saved as a Distributed Checkpoint: dcp.load of it against analyze")
     args = parser.parse_args()
     extras = args.null > 0 or args.baselines
     size = SIZES[args.size]
@@ -181,6 +227,8 @@ def main() -> None:
             ratios = [e / a for e, a in zip(with_extras, analyses)]
             print(f"analyze {what}: {min(with_extras):.2f} s; ratio to analyze, per round: "
                   + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {float(np.median(ratios)):.2f})")
+        if args.dcp:
+            dcp_lines(Path(tmp), ckpt, args.per_head)
 
 
 if __name__ == "__main__":
