@@ -116,6 +116,12 @@ def test_deepspeed_run_equals_safetensors(tmp_path: Path) -> None:
         assert main(["analyze", str(tmp_path / name), "--out", str(tmp_path / f"out-{name}"), "--per-head"]) == 0
     _same_rows(tmp_path / "out-ds-hf", tmp_path / "out-ds", 2 * 2 * (4 + 2 + 2 + 4 + 3))
     assert {r["format"] for r in describe([tmp_path / "ds"])} == {"deepspeed"}
+    # A model-states file cut short: named, and the other step still measured.
+    cut = tmp_path / "ds" / "global_step2" / "mp_rank_00_model_states.pt"
+    cut.write_bytes(cut.read_bytes()[:1000])
+    assert main(["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "out-cut")]) == 0
+    assert set(pd.read_csv(tmp_path / "out-cut" / "results.csv")["step"]) == {1}
+    assert any(str(cut) in p.message for p in plan_units([tmp_path / "ds"]).problems)
 
 
 def test_a_zero3_checkpoint_says_how_to_consolidate_it(tmp_path: Path) -> None:

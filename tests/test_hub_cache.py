@@ -96,3 +96,20 @@ def test_revision_names_give_steps_and_tokens() -> None:
     assert revision_step("step1000-tokens4B") == (1000, 4_000_000_000)
     assert revision_step("stage1-step20000-tokens84B") == (20000, 84_000_000_000)
     assert revision_step("main") == (None, None)
+
+
+def test_a_revision_cached_without_weights_is_named(pythia_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A revision fetched with only its config (allow_patterns without weights): a problem that says how to fetch
+    the weights, while the other revisions are measured."""
+    cache, plain = pythia_run
+    only_config = tmp_path / "only-config"
+    only_config.mkdir()
+    shutil.copyfile(plain / "checkpoint-0" / "config.json", only_config / "config.json")
+    _cache_revision(cache, REPO, "step3000", only_config)
+    from neural_persistence.analysis.analyze import plan_units
+    from neural_persistence.sources.hub_cache import HubOptions
+
+    planned = plan_units([REPO], hub=HubOptions("step*", cache))
+    assert {u.checkpoint.name for u in planned.units} == {"step0", "step1000", "step2000"}
+    messages = [p.message for p in planned.problems if p.checkpoint.name == "step3000"]
+    assert messages and "no weight files" in messages[0] and "snapshot_download" in messages[0]
