@@ -480,3 +480,91 @@ def test_plots_name_each_change_line_and_show_the_deaths_distribution() -> None:
     figure = death_distribution(PersistenceDiagram(births=np.ones(100), deaths=np.r_[deaths, 0.0]))
     counts = sum(patch.get_height() for patch in figure.axes[0].patches)
     assert counts == 99 and len(figure.axes[1].lines[0].get_xdata()) == 99
+
+
+def test_report_aligns_np_change_points_with_metric_changes_and_shows_every_head(tmp_path: Path) -> None:
+    """24 checkpoints written by transformers, per head: at step 120 an MLP's weights are rearranged (NP jumps);
+    a metrics CSV has a loss whose level drops at step 110. The report's alignment table puts the NP change at
+    120 beside the loss change at 110 (lag +10), and the page shows every head over training with the heads'
+    first change points."""
+    import torch
+    import transformers as tf
+
+    from neural_persistence.analysis.report import report
+    from neural_persistence.cli import main
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=48,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                               bos_token_id=0, eos_token_id=0))
+    mlp = model.model.layers[0].mlp
+    base = mlp.up_proj.weight.detach().clone()
+    flat = base.flatten()
+    arranged = flat[torch.argsort(flat.abs(), descending=True)].reshape(base.shape)
+    rng = torch.Generator().manual_seed(1)
+    for index in range(24):
+        step = index * 10
+        with torch.no_grad():
+            up = arranged if step >= 120 else base
+            mlp.up_proj.weight.copy_(up + 1e-4 * torch.randn(up.shape, generator=rng))
+        model.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    noise = np.random.default_rng(2).normal(scale=0.01, size=24)
+    steps = np.arange(24) * 10
+    loss = 3 * np.exp(-steps / 80) + 1.0 - 1.0 * (steps >= 110) + noise
+    pd.DataFrame({"step": steps, "loss": loss}).to_csv(tmp_path / "metrics.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--per-head"]) == 0
+    result = report(out, normalization="layer", metrics=tmp_path / "metrics.csv")
+    aligned = result.tables["metric_alignment"].set_index("role")
+    row = aligned.loc["mlp_up"]
+    assert (row["step"], row["metric"], row["metric_step"], row["lag"]) == (120, "loss", 110, 10)
+    page = result.html.read_text()
+    assert "Change points beside the training metrics" in page and "Every head over training" in page
+    assert (result.html.parent / "plots-layer" / "head_steps.png").stat().st_size > 5000
+
+
+def test_compare_of_seeds_gives_a_band_and_the_spread_of_change_points(tmp_path: Path) -> None:
+    """Three seeds of one configuration (run-seed0..2, written by transformers), each with its MLP rearranged at
+    step 100 (seed 2 at 110), and a fourth run of another configuration: compare's seed tables hold the mean
+    and band per step as computed by hand from results.csv, and each seed's first change point with their spread;
+    the page shows the section."""
+    from neural_persistence.cli import main
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=48,
+                                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                                   bos_token_id=0, eos_token_id=0))
+        up = model.model.layers[0].mlp.up_proj
+        base = up.weight.detach().clone()
+        flat = base.flatten()
+        arranged = flat[torch.argsort(flat.abs(), descending=True)].reshape(base.shape)
+        rng = torch.Generator().manual_seed(10 + seed)
+        jump = 110 if seed == 2 else 100
+        for index in range(20):
+            with torch.no_grad():
+                w = arranged if index * 10 >= jump else base
+                up.weight.copy_(w + 1e-4 * torch.randn(w.shape, generator=rng))
+            model.save_pretrained(tmp_path / f"run-seed{seed}" / f"checkpoint-{index * 10}")
+    out = tmp_path / "out"
+    runs = [str(tmp_path / f"run-seed{s}") for s in range(3)]
+    assert main(["analyze", *runs, "--out", str(out)]) == 0
+    result = compare([out], tmp_path / "cmp", normalization="layer", interactive=False)
+    table = load_table(out, normalization="layer")
+    means = table.groupby(["run", "role", "step"])["normalized_np"].mean().reset_index()
+    bands = result.tables["seed_bands"]
+    assert set(bands["configuration"]) == {"run"} and (bands["seeds"] == 3).all()
+    for row in bands.sample(10, random_state=0).itertuples():
+        values = means[(means["role"] == row.role) & (means["step"] == row.step)]["normalized_np"]
+        assert row.mean == pytest.approx(values.mean()) and row.std == pytest.approx(values.std(ddof=1))
+    spread = result.tables["seed_changes"].set_index("role").loc["mlp_up"]
+    roles = change_summary(table, by="role").set_index(["run", "role"])
+    firsts = [roles.loc[(f"run-seed{s}", "mlp_up"), "first_change"] for s in range(3)]
+    assert spread["with_change"] == 3 and spread["first_changes"] == ", ".join(f"{s}: {int(f)}" for s, f in
+                                                                               enumerate(firsts))
+    assert spread["mean_step"] == pytest.approx(np.mean(firsts)) and spread["std_step"] == pytest.approx(
+        np.std(firsts, ddof=1)) and (spread["min_step"], spread["max_step"]) == (min(firsts), max(firsts))
+    for s, jump in enumerate((100, 100, 110)):  # and every seed has its level shift where it happened
+        levels = [c.step for c in roles.loc[(f"run-seed{s}", "mlp_up"), "changes"] if c.kind == "level"]
+        assert levels == [jump], (s, levels)
+    assert "Seeds of one configuration" in result.html.read_text()

@@ -11,7 +11,7 @@ from typing import Any
 from .._optional import require
 from .plots import ROLE_ORDER
 
-__all__ = ["head_heatmaps", "page_script", "runs_by", "trajectories"]
+__all__ = ["head_heatmaps", "head_steps", "page_script", "runs_by", "trajectories"]
 
 _CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
@@ -101,6 +101,41 @@ def head_heatmaps(frame: Any, checkpoints: list[str], scale: tuple[float, float]
             figure.update_xaxes(title_text="head", row=r, col=c, type="category")
             figure.update_yaxes(title_text="block" if c == 1 else None, row=r, col=c, type="category")
     figure.update_layout(height=320 * len(checkpoints) + 60, margin={"l": 50, "r": 20, "t": 40, "b": 40})
+    return _div(figure, name)
+
+
+def head_steps(frame: Any, first_changes: dict[tuple[str, int, int], float] | None = None,
+               name: str = "np-head-steps") -> str:
+    """Every head over training, one heatmap per role on one colour scale: rows (block, head), columns steps;
+    hover for block, head, step and value; markers at each head's first change point."""
+    go = require("plotly.graph_objects", "plot")
+    subplots = require("plotly.subplots", "plot")
+    from .plots import head_step_grid
+
+    data = frame[frame["head"] >= 0]
+    roles = [r for r in ("q", "k", "v", "o") if r in set(data["role"])]
+    vmin, vmax = float(data["normalized_np"].min()), float(data["normalized_np"].max())
+    figure = subplots.make_subplots(rows=1, cols=len(roles), subplot_titles=roles, horizontal_spacing=0.04)
+    for i, role in enumerate(roles, 1):
+        values, keys, steps = head_step_grid(frame, role)
+        labels = [f"block {b} head {h}" for b, h in keys]
+        figure.add_trace(go.Heatmap(z=values, x=steps, y=list(range(len(keys))), zmin=vmin, zmax=vmax,
+                                    colorscale="Magma", showscale=i == len(roles), customdata=[[lab] * len(steps)
+                                                                                               for lab in labels],
+                                    hovertemplate="%{customdata}<br>step %{x}<br>NP %{z:.4f}<extra>" + role
+                                    + "</extra>", colorbar={"title": {"text": "normalized NP"}}), row=1, col=i)
+        if first_changes:
+            marks = [(first_changes[(role, b, h)], j) for j, (b, h) in enumerate(keys) if (role, b, h) in first_changes]
+            if marks:
+                figure.add_trace(go.Scatter(x=[m[0] for m in marks], y=[m[1] for m in marks], mode="markers",
+                                            marker={"color": "white", "size": 5, "line": {"width": 0}},
+                                            name="first change point", showlegend=i == 1,
+                                            hovertemplate="first change at step %{x}<extra></extra>"), row=1, col=i)
+        starts = [j for j, (b, _) in enumerate(keys) if j == 0 or keys[j - 1][0] != b]
+        figure.update_yaxes(tickvals=starts, ticktext=[f"block {keys[j][0]}" for j in starts], row=1, col=i)
+        figure.update_xaxes(title_text="step", row=1, col=i)
+    figure.update_layout(height=min(900, 260 + 4 * max(len(head_step_grid(frame, r)[1]) for r in roles)),
+                         margin={"l": 60, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h"})
     return _div(figure, name)
 
 

@@ -257,6 +257,61 @@ def heads_heatmap(frame: Any, checkpoint: str, run: str | None = None,
                        scale=scale)
 
 
+def head_step_grid(frame: Any, role: str, run: str | None = None) -> tuple[Any, list[tuple[int, int]], list[float]]:
+    """Normalized NP of every head of one role over training: rows (block, head), columns steps; the row keys and
+    the steps."""
+    data = frame[(frame["head"] >= 0) & (frame["role"] == role)].dropna(subset=["step"])
+    if run is not None:
+        data = data[data["run"] == run]
+    grid = data.pivot_table(index=["block", "head"], columns="step", values="normalized_np").sort_index()
+    return grid.to_numpy(), [(int(b), int(h)) for b, h in grid.index], [float(s) for s in grid.columns]
+
+
+def head_step_heatmap(frame: Any, first_changes_by_head: dict[tuple[str, int, int], float] | None = None,
+                      run: str | None = None) -> Any:
+    """Every head over training, one panel per role: rows are (block, head), columns checkpoints, one colour scale
+    for all panels; a white dot marks each head's first change point (``first_changes_by_head``: (role, block,
+    head) -> step)."""
+    plt = _pyplot()
+    data = frame[frame["head"] >= 0]
+    roles = [r for r in ("q", "k", "v", "o") if r in set(data["role"])]
+    if not roles:
+        raise ValueError("no per-head results; analyse with per_head=True")
+    vmin, vmax = data["normalized_np"].min(), data["normalized_np"].max()
+    rows = max(len(head_step_grid(frame, r, run)[1]) for r in roles)
+    fig, axes = plt.subplots(1, len(roles), figsize=(3.2 * len(roles) + 1, min(12, 2 + 0.06 * rows)), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, role in zip(axes[0], roles):
+        values, keys, steps = head_step_grid(frame, role, run)
+        image = ax.imshow(values, aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="magma",
+                          interpolation="nearest")
+        ax.set_title(role)
+        ticks = list(range(len(steps)))[:: max(1, len(steps) // 6)]
+        ax.set_xticks(ticks, [short_number(steps[t]) for t in ticks], fontsize=7, rotation=45)
+        ax.set_xlabel("step")
+        starts = [i for i, (b, h) in enumerate(keys) if i == 0 or keys[i - 1][0] != b]
+        ax.set_yticks(starts, [f"block {keys[i][0]}" for i in starts], fontsize=6)
+        for i in starts[1:]:
+            ax.axhline(i - 0.5, color="white", lw=0.4)
+        if first_changes_by_head:
+            marks = [(steps.index(first_changes_by_head[(role, b, h)]), i) for i, (b, h) in enumerate(keys)
+                     if (role, b, h) in first_changes_by_head and first_changes_by_head[(role, b, h)] in steps]
+            if marks:
+                ax.scatter([m[0] for m in marks], [m[1] for m in marks], s=6, c="white", marker="o", lw=0)
+    axes[0][0].set_ylabel("block, head")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
+    fig.suptitle("every head over training" + (" (dots: first change point)" if first_changes_by_head else ""))
+    return fig
+
+
+def first_change_by_head(by_matrix: Any) -> dict[tuple[str, int, int], float]:
+    """(role, block, head) -> step of the head's first change point, from ``change_summary(by="matrix")``."""
+    heads = by_matrix[(by_matrix["head"] >= 0) & by_matrix["first_change"].notna()]
+    return {(r.role, int(r.block), int(r.head)): float(r.first_change) for r in heads.itertuples()}
+
+
 def experts_heatmap(frame: Any, checkpoint: str, run: str | None = None) -> Any:
     """Normalized NP of every expert at one checkpoint: block (rows) x expert (columns), one panel per MLP role,
     on one colour scale (so that the experts of a block can be told apart, where role means mix them)."""
@@ -287,6 +342,30 @@ def _block_grid(data: Any, roles: list[str], column: str, title: str, cmap: str,
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="normalized NP", shrink=0.8)
     fig.suptitle(title)
+    return fig
+
+
+def seeds_plot(bands: Any) -> Any:
+    """Per configuration (one panel each): every role's mean over seeds, with a band of one standard deviation
+    and the seeds' minimum and maximum dotted."""
+    plt = _pyplot()
+    configs = list(dict.fromkeys(bands["configuration"]))
+    fig, axes = plt.subplots(1, len(configs), figsize=(5.5 * len(configs), 3.8), squeeze=False, layout="constrained")
+    for ax, config in zip(axes[0], configs):
+        part = bands[bands["configuration"] == config]
+        for role in [r for r in ROLE_ORDER if r in set(part["role"])]:
+            series = part[part["role"] == role].sort_values("step")
+            line, = ax.plot(series["step"], series["mean"], label=role, lw=1.2)
+            std = series["std"].fillna(0)
+            ax.fill_between(series["step"], series["mean"] - std, series["mean"] + std, color=line.get_color(),
+                            alpha=0.2, lw=0)
+            ax.plot(series["step"], series["min"], ":", color=line.get_color(), lw=0.6)
+            ax.plot(series["step"], series["max"], ":", color=line.get_color(), lw=0.6)
+        ax.set_title(f"{config} ({int(part['seeds'].max())} seeds)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean normalized NP")
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("seeds of one configuration: mean, ±1 std band, min and max dotted", fontsize=10)
     return fig
 
 

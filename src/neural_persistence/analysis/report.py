@@ -7,11 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plots import compare_runs, depth_profile, experts_heatmap, metrics_plot, heads_heatmap, layer_heatmap, role_trajectory_plot, save
+from .plots import (
+    compare_runs,
+    depth_profile,
+    experts_heatmap,
+    first_change_by_head,
+    head_step_heatmap,
+    heads_heatmap,
+    layer_heatmap,
+    metrics_plot,
+    role_trajectory_plot,
+    save,
+)
 from .store import Completeness, Store
 from .table import load_table
 from .changepoints import Detector, TrendChangeDetector
-from .trajectory import change_summary, changes_shown, first_changes, role_trajectories
+from .seeds import seed_bands, seed_change_spread, seed_groups
+from .trajectory import change_summary, changes_shown, first_changes, nearest_metric_changes, role_trajectories
 
 __all__ = ["Report", "compare", "report"]
 
@@ -76,6 +88,7 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     if curves is not None and len(curves):
         result.figures += save(metrics_plot(curves, frame), plots / "metrics")
         result.tables["metrics"] = curves
+        result.tables["metric_alignment"] = nearest_metric_changes(changes, curves, detector)
     if stepped:
         result.figures += save(role_trajectory_plot(frame, changes), plots / "trajectories")
         result.figures += save(layer_heatmap(frame), plots / "layer_heatmap")
@@ -90,6 +103,9 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
         scale = (float(ends["normalized_np"].min()), float(ends["normalized_np"].max()))  # first and last alike
         for label, ckpt in (("first", checkpoints[0]), ("last", checkpoints[-1])):
             result.figures += save(heads_heatmap(frame, ckpt, scale=scale), plots / f"heads_{label}")
+        if stepped:
+            head_changes = first_change_by_head(by_matrix)
+            result.figures += save(head_step_heatmap(frame, head_changes), plots / "head_steps")
     has_experts = (frame["expert"] >= 0).any()
     if has_experts:
         result.figures += save(experts_heatmap(frame, checkpoints[-1]), plots / "experts_last")
@@ -152,6 +168,18 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
     elif has_heads:
         sections.append("<h2>Heads at the first and last checkpoint</h2>" + "".join(
             f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs if f.stem.startswith("heads_")))
+    if has_heads and stepped:
+        intro = ("<h2>Every head over training</h2><p>Rows are heads (grouped by block), columns checkpoints, one "
+                 "colour scale for all roles; dots mark each head's first change point. A head whose row changes "
+                 "colour when its neighbours do not is where to look.</p>")
+        if interactive:
+            from . import interactive as live
+
+            sections.append(intro + live.head_steps(frame, head_changes) + f"<p>Static copy: "
+                            f"{_links(plots, pngs, ('head_steps',))}.</p>")
+        else:
+            sections.append(intro + "".join(f'<img src="{plots.name}/{f.name}" alt="{f.stem}">' for f in pngs
+                                            if f.stem == "head_steps"))
     if has_experts:
         sections.append("<h2>Experts at the last checkpoint</h2><p>Per-role trajectories above average over the "
                         "experts of each block; here each expert is shown apart.</p>" + "".join(
@@ -175,6 +203,12 @@ def report(out: str | Path, *, normalization: str = "global", detector: Detector
                     "slope change a kink, sized by how far the series moved off its earlier trend by its next "
                     "change; sigma is the noise of the series around its trend; a smooth rise or fall is not a "
                     "change.</p>" + _table_html(changes_shown(changes)))
+    if "metric_alignment" in result.tables:
+        aligned = result.tables["metric_alignment"]
+        sections.append("<h2>Change points beside the training metrics</h2><p>For each change point of a role's "
+                        "mean NP, the nearest change point (same detector) of any logged metric of the run, and the "
+                        "lag in steps (NP's step minus the metric's: negative when NP changed first).</p>"
+                        + (_table_html(aligned) if len(aligned) else "<p>No role has a change point to align.</p>"))
     sections.append("<h2>Matrices that change first</h2><p>Series whose first change point falls at the same step "
                     "are one row: they changed together as far as the checkpoints tell (most confident, then "
                     "largest change first; "
@@ -260,8 +294,12 @@ def _last_checkpoint(frame: Any) -> Any:
 
 
 def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "global",
-            interactive: bool = True) -> Report:
+            interactive: bool = True, detector: Detector | None = None) -> Report:
     """Several analyses on common axes (step, and tokens where known): ``compare.html`` and plots in ``dest``.
+
+    Runs that are seeds of one configuration (labels differing only by a trailing seed, see
+    :mod:`~neural_persistence.analysis.seeds`) also get a mean and band over seeds and the spread of their change
+    points (``detector``, default :class:`TrendChangeDetector`).
 
     ``interactive``: mean NP by step (and tokens) as zoomable plotly figures on the page, static copies beside.
     """
@@ -282,7 +320,8 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
                          + "; ".join(f"{k} in {', '.join(v)}" for k, v in options.items())
                          + "; analyse them with the same options (--per-head, --include-embeddings)")
     result = Report(dest / "compare.html")
-    if any(f["step"].notna().any() for f in frames.values()):
+    stepped_any = any(f["step"].notna().any() for f in frames.values())
+    if stepped_any:
         result.figures += save(compare_runs(frames, "step"), dest / "plots" / "compare_step")
         if any(f["tokens"].notna().any() for f in frames.values()):
             result.figures += save(compare_runs(frames, "tokens"), dest / "plots" / "compare_tokens")
@@ -291,6 +330,23 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
     result.figures += save(depth_profile({n: _last_checkpoint(f) for n, f in frames.items()}),
                            dest / "plots" / "compare_depth")
     joined = __import__("pandas").concat([f.assign(run=name) for name, f in frames.items()])
+    seeds_html = ""
+    groups = seed_groups(list(frames))
+    if groups and stepped_any:
+        from .plots import seeds_plot
+
+        bands = seed_bands(joined, groups)
+        spread = seed_change_spread(joined, groups, detector)
+        result.tables["seed_bands"], result.tables["seed_changes"] = bands, spread
+        figures = save(seeds_plot(bands), dest / "plots" / "seeds")
+        result.figures += figures
+        seeds_html = ("<h2>Seeds of one configuration</h2><p>Runs whose labels differ only by a trailing seed "
+                      "(<code>-seed1</code>, <code>_s2</code>) are one configuration: the mean over seeds of each "
+                      "role's mean normalized NP, a band of one standard deviation, the seeds' range dotted; below, "
+                      "each seed's first change point per role and their spread. A change the configuration has "
+                      "shows in most seeds at nearly one step.</p>"
+                      + "".join(f'<img src="plots/{f.name}" alt="seeds">' for f in figures if f.suffix == ".png")
+                      + _table_html(spread, digits=1))
     summary = role_trajectories(joined).groupby(["run", "role"])["normalized_np"].agg(["first", "last"]).reset_index()
     result.tables["summary"] = summary
     live = ""
@@ -303,11 +359,13 @@ def compare(outs: list[str | Path], dest: str | Path, *, normalization: str = "g
         if any(f["tokens"].notna().any() for f in frames.values()):
             live += "<h2>... and by tokens seen</h2>" + runs_by(frames, "tokens", "compare-tokens")
     images = "".join(f'<img src="plots/{f.name}" alt="{f.stem}">' for f in result.figures
-                     if f.suffix == ".png" and not (live and f.stem in ("compare_step", "compare_tokens")))
+                     if f.suffix == ".png" and f.stem != "seeds"
+                     and not (live and f.stem in ("compare_step", "compare_tokens")))
     result.tables["completeness"] = notes
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     result.html.write_text(f"<!doctype html><meta charset=utf-8><title>compare</title>{_STYLE}"
                            f"{_script(bool(live))}<h1>Runs compared</h1>"
-                           f"<ul>{listed}</ul>{live}{images}<h2>Mean normalized NP per role, first and last checkpoint</h2>"
+                           f"<ul>{listed}</ul>{live}{seeds_html}{images}<h2>Mean normalized NP per role, first and last "
+                           "checkpoint</h2>"
                            + _table_html(summary))
     return result

@@ -147,3 +147,35 @@ def first_changes(frame: Any, summary: Any, min_size: int = 3) -> Any:
                      "confidences": [round(r[3].confidence, 4) for r in ranked],
                      "separable": step not in earliest})
     return pd.DataFrame(rows, columns=["step", "n_series", "series", "kinds", "sizes", "confidences", "separable"])
+
+
+def metric_changes(metrics: Any, detector: Detector | None = None) -> Any:
+    """Change points of each per-step metric (``metrics``: long frame of run, metric, step, value, as the report
+    reads ``trainer_state.json`` or ``--metrics FILE.csv``): one row per change, with run, metric, step, kind, z."""
+    pd = require("pandas", "plot")
+    rows = []
+    for (run, metric), part in metrics.dropna(subset=["value"]).groupby(["run", "metric"]):
+        part = part.groupby("step", as_index=False)["value"].mean().sort_values("step")
+        for change in change_points(part["step"].to_numpy(), part["value"].to_numpy(), detector):
+            rows.append({"run": run, "metric": metric, "step": change.step, "kind": change.kind, "z": change.z})
+    return pd.DataFrame(rows, columns=["run", "metric", "step", "kind", "z"])
+
+
+def nearest_metric_changes(role_changes: Any, metrics: Any, detector: Detector | None = None) -> Any:
+    """For every change point of the role means (``change_summary(by="role")``), the nearest change point of any
+    metric of the same run: its metric, step, kind, and ``lag`` = NP's step minus the metric's (negative: NP
+    changed first). Blank where no metric has a change point."""
+    pd = require("pandas", "plot")
+    found = metric_changes(metrics, detector)
+    rows = []
+    for record in role_changes.to_dict("records"):
+        for change in record["changes"]:
+            theirs = found[(found["run"] == record["run"]) | (found["run"] == "")]  # "": a CSV for every run
+            row = {"run": record["run"], "role": record["role"], "step": change.step, "kind": change.kind,
+                   "metric": None, "metric_step": None, "metric_kind": None, "lag": None}
+            if len(theirs):
+                near = theirs.iloc[int((theirs["step"] - change.step).abs().to_numpy().argmin())]
+                row.update(metric=near["metric"], metric_step=int(near["step"]), metric_kind=near["kind"],
+                           lag=int(change.step - near["step"]))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["run", "role", "step", "kind", "metric", "metric_step", "metric_kind", "lag"])
