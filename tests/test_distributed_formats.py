@@ -4,6 +4,7 @@ real DeepSpeed engine, against the same weights saved as safetensors by transfor
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,35 +83,46 @@ _DEEPSPEED_SAVE = """
 import os, sys, torch, transformers as tf
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 import deepspeed
+import deepspeed.comm.torch
+sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # its shared-memory all-reduce, compiled on first use (30 s): one process needs none
 deepspeed.init_distributed(dist_backend="gloo")
 torch.manual_seed(0)
 model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                            num_attention_heads=4, num_key_value_heads=2, bos_token_id=0,
                                            eos_token_id=0))
-config = {"train_batch_size": 1, "zero_optimization": {"stage": int(sys.argv[2])},
-          "zero_allow_untested_optimizer": True}
-engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), config=config)
-for step in range(1, 3):
-    loss = engine(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss
-    engine.backward(loss)
-    engine.step()
-    engine.save_checkpoint(sys.argv[1])
-    if int(sys.argv[2]) < 3:
-        engine.module.save_pretrained(os.path.join(sys.argv[1] + "-hf", f"checkpoint-{step}"))
+for stage in (0, 3):  # both in one process: DeepSpeed's start-up is most of the time
+    config = {"train_batch_size": 1, "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                      config=config)
+    for step in range(1, 3):
+        loss = engine(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss
+        engine.backward(loss)
+        engine.step()
+        engine.save_checkpoint(os.path.join(sys.argv[1], f"zero{stage}"))
+        if stage == 0:
+            engine.module.save_pretrained(os.path.join(sys.argv[1], "hf", f"checkpoint-{step}"))
+    if stage == 0:
+        model = tf.LlamaForCausalLM(model.config)  # a fresh module for the ZeRO-3 engine
 """
 
 
-def _deepspeed_run(out: Path, stage: int) -> None:
+@pytest.fixture(scope="module")
+def deepspeed_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """zero0/ and zero3/ (global_step1/, global_step2/ each) written by a real DeepSpeed engine, and hf/: the same
+    weights as ZeRO 0's saved by save_pretrained."""
     pytest.importorskip("deepspeed")
-    done = subprocess.run([sys.executable, "-c", _DEEPSPEED_SAVE, str(out), str(stage), str(_free_port())],
+    out = tmp_path_factory.mktemp("deepspeed")
+    done = subprocess.run([sys.executable, "-c", _DEEPSPEED_SAVE, str(out), "", str(_free_port())],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
+    return out
 
 
-def test_deepspeed_run_equals_safetensors(tmp_path: Path) -> None:
+def test_deepspeed_run_equals_safetensors(deepspeed_runs: Path, tmp_path: Path) -> None:
     """A real DeepSpeed engine (ZeRO stage 0, gloo, one process) saves global_step1/ and global_step2/; the same
     weights are saved by save_pretrained: analyze --per-head of each gives the same rows."""
-    _deepspeed_run(tmp_path / "ds", 0)
+    shutil.copytree(deepspeed_runs / "zero0", tmp_path / "ds")
+    shutil.copytree(deepspeed_runs / "hf", tmp_path / "ds-hf")
     (tmp_path / "ds" / "config.json").write_bytes((tmp_path / "ds-hf" / "checkpoint-1" / "config.json").read_bytes())
     for name in ("ds", "ds-hf"):
         assert main(["analyze", str(tmp_path / name), "--out", str(tmp_path / f"out-{name}"), "--per-head"]) == 0
@@ -124,9 +136,8 @@ def test_deepspeed_run_equals_safetensors(tmp_path: Path) -> None:
     assert any(str(cut) in p.message for p in plan_units([tmp_path / "ds"]).problems)
 
 
-def test_a_zero3_checkpoint_says_how_to_consolidate_it(tmp_path: Path) -> None:
-    _deepspeed_run(tmp_path / "z3", 3)
-    problems = [p.message for p in plan_units([tmp_path / "z3"]).problems]
+def test_a_zero3_checkpoint_says_how_to_consolidate_it(deepspeed_runs: Path, tmp_path: Path) -> None:
+    problems = [p.message for p in plan_units([deepspeed_runs / "zero3"]).problems]
     assert problems and all("ZeRO stage 3" in m and "zero_to_fp32" in m for m in problems)
-    code = main(["analyze", str(tmp_path / "z3"), "--out", str(tmp_path / "out")])
+    code = main(["analyze", str(deepspeed_runs / "zero3"), "--out", str(tmp_path / "out")])
     assert code != 0  # nothing could be measured: the command fails, after saying why
