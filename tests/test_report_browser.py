@@ -83,16 +83,19 @@ def test_every_kind_of_report_renders_in_a_browser(browser: Any, tmp_path: Path)
     assert main(["analyze", str(run), "--out", str(out), "--per-head"]) == 0
     assert main(["report", str(out)]) == 0
     page, figures, images = _open(browser, out / "report.html", tmp_path / "run.png")
-    assert {f["id"] for f in figures} == {"np-trajectories", "np-heads"}
+    assert {f["id"] for f in figures} == {"np-trajectories", "np-heads", "np-head-steps"}
     assert {i["src"] for i in images} >= {"plots/layer_heatmap.png", "plots/diagram.png"}
-    # Hover a head heatmap cell: plotly shows its block, head and value.
-    cell = page.locator("#np-heads .heatmaplayer .hm").first
-    cell.scroll_into_view_if_needed()
-    box = cell.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("#np-heads .hoverlayer .hovertext", timeout=5000)
-    hover = page.text_content("#np-heads .hoverlayer .hovertext") or ""
-    assert "head" in hover and "NP" in hover, hover
+    # Hover a cell of the head heatmaps (at two checkpoints, and every head over training): plotly shows its
+    # block, head and value.
+    for figure in ("np-heads", "np-head-steps"):
+        cell = page.locator(f"#{figure} .heatmaplayer .hm").first
+        cell.scroll_into_view_if_needed()
+        box = cell.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector(f"#{figure} .hoverlayer .hovertext", timeout=5000)
+        hover = page.text_content(f"#{figure} .hoverlayer .hovertext") or ""
+        assert "head" in hover and "NP" in hover, (figure, hover)
+        page.mouse.move(0, 0)
     # Zoom: a drag on the trajectories narrows the step axis.
     before = page.evaluate("() => document.getElementById('np-trajectories')._fullLayout.xaxis.range.slice()")
     drag = page.locator("#np-trajectories .nsewdrag").first
