@@ -1,24 +1,31 @@
 """Do NP's change points find a known training phase? Induction heads (Olsson et al. 2022), measured independently.
 
 Small Llama-architecture transformers (transformers' ``LlamaForCausalLM``, saved with ``save_pretrained``) of two
-layers learn sequences made of a random span of tokens repeated once: the second copy can only be predicted by
-looking back (an induction head: attend to the token after the previous occurrence of the current one, and copy
-it). "Attention-only" runs keep their MLPs at zero and frozen (their maps contribute nothing; they are measured as
-all-zero matrices under global normalization); one run per width keeps its MLPs. Measured at every checkpoint,
-without NP:
+layers with 8 heads each learn sequences made of a random span of tokens repeated once: the second copy can only be
+predicted by looking back, which two-layer models learn with an *induction circuit* (a previous-token head in
+layer 0, an induction head in layer 1 that attends to the token after the earlier occurrence of the current one
+and copies it). "Attention-only" runs keep their MLPs at zero and frozen (left out of every measure); one run per
+width keeps its MLPs. Checkpoints are dense around the transition: every 5 steps up to step 250, then every 50.
 
-* each head's **prefix-matching score**: its mean attention, from a token of the second copy, to the position
-  right after that token's earlier occurrence (1: a perfect induction head);
-* the **in-context learning score**: mean loss on the second copy minus mean loss on the first (negative once the
-  model copies);
-* the **transition step**: the first checkpoint where the best head's prefix-matching score reaches half of its
-  final value.
+Measured at every checkpoint, without NP (``markers.csv``):
 
-Then, as a user would: ``neural-persistence analyze --per-head --null 8 --baselines`` of every run's checkpoints,
-the change points of each head's series (NP, its null, and the head's rms as the plain baseline), and NP's
-stopping rule on mean normalized NP. Writes ``runs.csv`` (per run), ``heads.csv`` (per head), ``markers.csv`` (the
-independent measurements per checkpoint), ``induction.png``; the full profile's results go to
-``experiments/results/DYNAMICS.md``.
+* each head's **prefix-matching score**: its mean attention, from a token of the second copy, to the position right
+  after that token's earlier occurrence (1: a perfect induction head), and its **previous-token score**;
+* the **in-context learning score**: mean loss on the second copy minus mean loss on the first, and the loss;
+* the **transition step** of a run: the first checkpoint where its best head's prefix-matching score reaches half
+  of its final value; of each induction head, the same on its own score.
+
+Heads are classed by their final scores: *induction* (layer 1, prefix-matching >= 0.2), *previous-token* (layer 0,
+previous-token >= 0.3), the rest *other*. Then, on the same folders:
+
+* as a user runs it, ``neural-persistence analyze --per-head --null 8 --baselines``; each head's series of NP, its
+  null, the structural part (NP - null) and rms; their change points near the transition and their moves across
+  it (:mod:`study`); NP's stopping rule on mean normalized NP;
+* devinterp's local learning coefficient (SGLD on training batches; every 10 steps up to 250, then every 100) and
+  WeightWatcher's alpha per layer (every checkpoint), timed (:mod:`peers`).
+
+Writes ``markers.csv``, ``peers.csv``, ``heads.csv``, ``runs.csv``, ``summary.csv`` and ``induction.png`` under
+``--out`` (default ``results/<profile>``); the full profile's tables are in ``experiments/results/DYNAMICS.md``.
 
 Run: ``python experiments/dynamics/induction.py --profile quick|full [--out DIR]``.
 """
@@ -26,20 +33,53 @@ Run: ``python experiments/dynamics/induction.py --profile quick|full [--out DIR]
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+import study  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Profile:
+    steps: int
+    dense_until: int  # a checkpoint every `dense_every` steps up to here, then every `sparse_every`
+    dense_every: int
+    sparse_every: int
+    llc_every: tuple[int, int]  # LLC every so many steps in the dense part, then in the sparse part
+    seeds: tuple[int, ...]
+    widths: tuple[int, ...]
+    span: int
+    vocab: int
+    batch: int
+    heads: int = 8
+    window: int = 25  # steps either side of a transition that count as "at the transition"
+    llc: peers.LLCSettings = field(default_factory=peers.LLCSettings)
+
+    def checkpoints(self) -> list[int]:
+        dense = range(0, self.dense_until + 1, self.dense_every)
+        sparse = range(self.dense_until + self.sparse_every, self.steps + 1, self.sparse_every)
+        return [*dense, *sparse]
+
+    def llc_steps(self) -> list[int]:
+        dense, sparse = self.llc_every
+        return [s for s in self.checkpoints() if (s <= self.dense_until and s % dense == 0) or s % sparse == 0]
+
+
 PROFILES = {
-    # steps, checkpoint every, seeds, widths
-    "quick": dict(steps=80, every=20, seeds=(0,), widths=(32,), span=12, vocab=32, batch=16),
-    "full": dict(steps=1500, every=25, seeds=(0, 1, 2), widths=(32, 64), span=24, vocab=48, batch=32),
+    "quick": Profile(steps=60, dense_until=60, dense_every=6, sparse_every=6, llc_every=(30, 30), seeds=(0,),
+                     widths=(32,), span=12, vocab=32, batch=16, window=12,
+                     llc=peers.LLCSettings(chains=1, draws=10)),
+    "full": Profile(steps=1000, dense_until=250, dense_every=5, sparse_every=50, llc_every=(10, 100),
+                    seeds=(0, 1, 2), widths=(32, 64), span=24, vocab=48, batch=32,
+                    llc=peers.LLCSettings(chains=2, draws=60)),
 }
 
 
@@ -50,6 +90,10 @@ class RunSpec:
     seed: int
     mlp: bool
 
+    def measured(self, name: str) -> bool:
+        """Whether a parameter is part of the model as trained (frozen zero MLPs are not)."""
+        return self.mlp or ".mlp." not in name
+
 
 def batch_of(rng: np.random.Generator, size: int, span: int, vocab: int) -> torch.Tensor:
     """Random spans repeated once: [r_1 .. r_span, r_1 .. r_span]."""
@@ -57,14 +101,14 @@ def batch_of(rng: np.random.Generator, size: int, span: int, vocab: int) -> torc
     return torch.from_numpy(np.concatenate([first, first], axis=1))
 
 
-def model_for(spec: RunSpec, vocab: int, span: int) -> torch.nn.Module:
+def model_for(spec: RunSpec, profile: Profile) -> torch.nn.Module:
     import transformers as tf
 
     torch.manual_seed(spec.seed)
-    config = tf.LlamaConfig(vocab_size=vocab, hidden_size=spec.width, intermediate_size=2 * spec.width,
-                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                            max_position_embeddings=2 * span, bos_token_id=0, eos_token_id=0,
-                            attn_implementation="eager")
+    config = tf.LlamaConfig(vocab_size=profile.vocab, hidden_size=spec.width, intermediate_size=2 * spec.width,
+                            num_hidden_layers=2, num_attention_heads=profile.heads,
+                            num_key_value_heads=profile.heads, max_position_embeddings=2 * profile.span,
+                            bos_token_id=0, eos_token_id=0, attn_implementation="eager")
     model = tf.LlamaForCausalLM(config)
     if not spec.mlp:
         for layer in model.model.layers:
@@ -75,7 +119,7 @@ def model_for(spec: RunSpec, vocab: int, span: int) -> torch.nn.Module:
 
 
 def markers(model: torch.nn.Module, probe: torch.Tensor, span: int) -> dict[str, float]:
-    """Prefix-matching score of every head and the in-context learning score, on a fixed probe batch."""
+    """Prefix-matching and previous-token score of every head, the in-context learning score and the loss."""
     model.eval()
     with torch.no_grad():
         out = model(probe, labels=probe, output_attentions=True)
@@ -85,27 +129,30 @@ def markers(model: torch.nn.Module, probe: torch.Tensor, span: int) -> dict[str,
     model.train()
     row = {"loss": float(out.loss), "icl": float(losses[:, span:].mean() - losses[:, : span - 1].mean())}
     queries = torch.arange(span, 2 * span)
-    keys = queries - span + 1  # the position after the earlier occurrence of the query's token
+    after_earlier = queries - span + 1  # the position after the earlier occurrence of the query's token
     for layer, attention in enumerate(out.attentions):  # (batch, heads, query, key)
-        scores = attention[:, :, queries, keys].mean(dim=(0, 2))
-        for head, score in enumerate(scores.tolist()):
-            row[f"prefix_{layer}_{head}"] = score
+        prefix = attention[:, :, queries, after_earlier].mean(dim=(0, 2))
+        previous = attention[:, :, queries, queries - 1].mean(dim=(0, 2))
+        for head in range(len(prefix)):
+            row[f"prefix_{layer}_{head}"] = float(prefix[head])
+            row[f"prev_{layer}_{head}"] = float(previous[head])
     return row
 
 
-def train_run(spec: RunSpec, profile: dict, work: Path) -> pd.DataFrame:
-    model = model_for(spec, profile["vocab"], profile["span"])
+def train_run(spec: RunSpec, profile: Profile, work: Path) -> pd.DataFrame:
+    model = model_for(spec, profile)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
     rng = np.random.default_rng(1000 + spec.seed)
-    probe = batch_of(np.random.default_rng(99), 64, profile["span"], profile["vocab"])
+    probe = batch_of(np.random.default_rng(99), 64, profile.span, profile.vocab)
+    saved = set(profile.checkpoints())
     rows = []
-    for step in range(profile["steps"] + 1):
-        if step % profile["every"] == 0:
+    for step in range(profile.steps + 1):
+        if step in saved:
             model.save_pretrained(work / spec.name / f"checkpoint-{step}")
-            rows.append({"run": spec.name, "step": step, **markers(model, probe, profile["span"])})
-        if step == profile["steps"]:
+            rows.append({"run": spec.name, "step": step, **markers(model, probe, profile.span)})
+        if step == profile.steps:
             break
-        x = batch_of(rng, profile["batch"], profile["span"], profile["vocab"])
+        x = batch_of(rng, profile.batch, profile.span, profile.vocab)
         loss = model(x, labels=x).loss
         opt.zero_grad()
         loss.backward()
@@ -113,15 +160,75 @@ def train_run(spec: RunSpec, profile: dict, work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def transition(marks: pd.DataFrame) -> tuple[int | None, str | None]:
-    """(step, head) where the best final head's prefix-matching score first reaches half its final value."""
-    heads = [c for c in marks.columns if c.startswith("prefix_")]
-    last = marks.iloc[-1][heads]
-    best = str(last.idxmax())
-    if last[best] < 0.2:
-        return None, None  # no induction head formed
-    reached = marks[marks[best] >= 0.5 * last[best]]
-    return int(reached["step"].iloc[0]), best
+def half_way(steps: pd.Series, score: pd.Series) -> float:
+    """First step where ``score`` reaches half of its final value."""
+    reached = steps[score >= 0.5 * score.iloc[-1]]
+    return float(reached.iloc[0])
+
+
+def classify(marks: pd.DataFrame, heads: int) -> pd.DataFrame:
+    """Per (run, block, head): final prefix-matching and previous-token scores, class, and own transition step."""
+    rows = []
+    for run, mine in marks.groupby("run", sort=False):
+        mine = mine.sort_values("step")
+        for block in (0, 1):
+            for head in range(heads):
+                prefix, prev = mine[f"prefix_{block}_{head}"], mine[f"prev_{block}_{head}"]
+                kind = ("induction" if block == 1 and prefix.iloc[-1] >= 0.2 else
+                        "previous-token" if block == 0 and prev.iloc[-1] >= 0.3 else "other")
+                own = {"induction": prefix, "previous-token": prev}.get(kind)
+                rows.append({"run": run, "block": block, "head": head, "class": kind,
+                             "final_prefix": float(prefix.iloc[-1]), "final_prev": float(prev.iloc[-1]),
+                             "head_transition": half_way(mine["step"], own) if own is not None else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def run_transition(marks: pd.DataFrame) -> float:
+    """The first step where the run's best final head reaches half its final prefix-matching score (NaN: none)."""
+    marks = marks.sort_values("step")
+    columns = [c for c in marks.columns if c.startswith("prefix_")]
+    best = str(marks.iloc[-1][columns].astype(float).idxmax())
+    if marks.iloc[-1][best] < 0.2:
+        return float("nan")
+    return half_way(marks["step"], marks[best])
+
+
+def measure_peers(specs: list[RunSpec], profile: Profile, work: Path) -> pd.DataFrame:
+    """devinterp's LLC and WeightWatcher's alpha on the saved checkpoints, loaded as their users load them."""
+    import transformers as tf
+
+    rows = []
+    data = batch_of(np.random.default_rng(7), 512, profile.span, profile.vocab)  # training-like batches
+    llc_at = set(profile.llc_steps())
+    for spec in specs:
+        for step in profile.checkpoints():
+            model = peers.load(work / spec.name / f"checkpoint-{step}", tf.LlamaForCausalLM)
+            alpha = peers.weightwatcher_alpha(model, keep=spec.measured)
+            attention = [a for name, a in alpha.alphas.items() if ".self_attn." in name]
+            row = {"run": spec.name, "step": step, "alpha_mean": alpha.mean,
+                   "alpha_attention": float(np.mean(attention)), "alpha_seconds": alpha.seconds}
+            if step in llc_at:
+                estimate = peers.local_learning_coefficient(model, data, profile.llc, trainable=spec.measured)
+                row.update(llc=estimate.llc, llc_std=estimate.llc_std, llc_seconds=estimate.seconds)
+            rows.append(row)
+        print(f"peers measured on {spec.name}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def run_level_changes(name: str, transition: float, window: float, marks: pd.DataFrame,
+                      peer: pd.DataFrame, mean_np: pd.Series) -> dict[str, object]:
+    """For each run-level series, its change points and the lag of the one nearest the transition."""
+    series = {"loss": (marks["step"], marks["loss"]), "icl": (marks["step"], marks["icl"]),
+              "mean_np": (mean_np.index.to_series(), mean_np),
+              "alpha": (peer["step"], peer["alpha_attention"])}
+    with_llc = peer.dropna(subset=["llc"])
+    series["llc"] = (with_llc["step"], with_llc["llc"])
+    row: dict[str, object] = {}
+    for kind, (steps, values) in series.items():
+        found = study.change_steps(steps.to_numpy(), values.to_numpy())
+        row[f"{kind}_changes"] = " ".join(map(str, found))
+        row[f"{kind}_lag"] = study.nearest(found, transition, window)
+    return row
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -133,106 +240,139 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     out = args.out or Path(__file__).resolve().parent / "results" / args.profile
     work = out / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
-    specs = [RunSpec(f"w{w}-attn-seed{s}", w, s, False) for w in profile["widths"] for s in profile["seeds"]]
-    specs += [RunSpec(f"w{w}-mlp-seed0", w, 0, True) for w in profile["widths"]]
-    marks, train_seconds = [], {}
-    for spec in specs:
-        t0 = time.perf_counter()
-        marks.append(train_run(spec, profile, work))
-        train_seconds[spec.name] = time.perf_counter() - t0
-        print(f"trained {spec.name} in {train_seconds[spec.name]:.0f} s", flush=True)
-    marks_frame = pd.concat(marks, ignore_index=True)
-    marks_frame.to_csv(out / "markers.csv", index=False)
+    specs = [RunSpec(f"w{w}-attn-seed{s}", w, s, False) for w in profile.widths for s in profile.seeds]
+    specs += [RunSpec(f"w{w}-mlp-seed0", w, 0, True) for w in profile.widths]
 
-    from neural_persistence.analysis.table import load_table
-    from neural_persistence.analysis.trajectory import change_summary
-    from neural_persistence.cli import main as cli
+    marks_parts, train_seconds = [], {}
+    for spec in specs:
+        start = time.perf_counter()
+        marks_parts.append(train_run(spec, profile, work))
+        train_seconds[spec.name] = time.perf_counter() - start
+        print(f"trained {spec.name} in {train_seconds[spec.name]:.0f} s", flush=True)
+    marks = pd.concat(marks_parts, ignore_index=True)
+    marks.to_csv(out / "markers.csv", index=False)
+    peer = measure_peers(specs, profile, work)
+    peer.to_csv(out / "peers.csv", index=False)
+
     from neural_persistence.training.early_stopping import first_stop
 
-    t0 = time.perf_counter()
-    runs = [str(work / s.name) for s in specs]
-    assert cli(["analyze", *runs, "--out", str(out / "np"), "--per-head", "--null", "8", "--baselines"]) == 0
-    np_seconds = time.perf_counter() - t0
-    checkpoints = len(marks_frame)
-    table = load_table(out / "np", per_head=True)
-    heads = table[table["head"] >= 0]
-    np_changes = change_summary(heads, by="matrix")
-    null_frame = heads.assign(normalized_np=heads["null_normalized_np"])
-    null_changes = change_summary(null_frame, by="matrix")
-    rms_frame = heads.assign(normalized_np=heads["rms"])
-    rms_changes = change_summary(rms_frame, by="matrix")
-    key = ["run", "block", "role", "head"]
-    merged = np_changes[key + ["first_change", "n_change_points"]].merge(
-        null_changes[key + ["first_change"]].rename(columns={"first_change": "null_first_change"}), on=key).merge(
-        rms_changes[key + ["first_change"]].rename(columns={"first_change": "rms_first_change"}), on=key)
-    head_rows, run_rows = [], []
+    measured = study.measure_np([work / s.name for s in specs], out / "np")
+    table = measured.table
+    heads = table[(table["head"] >= 0) & table["role"].isin(["q", "k", "v", "o"])]
+    classes = classify(marks, profile.heads)
+    transitions = {s.name: run_transition(marks[marks["run"] == s.name]) for s in specs}
+
+    # Per head and role: each series kind's change point nearest the head's own transition (the run's for heads
+    # of no class) and its move across that transition.
+    changes = study.head_changes(heads).merge(classes, on=["run", "block", "head"])
+    changes["transition"] = [r.head_transition if np.isfinite(r.head_transition) else transitions[r.run]
+                             for r in changes.itertuples()]
+    for kind in study.SERIES:
+        changes[f"{kind}_lag"] = [study.nearest(c, t, profile.window)
+                                  for c, t in zip(changes[f"{kind}_changes"], changes["transition"])]
+    moves = study.transition_moves(heads, {r: t for r, t in transitions.items()}, profile.window)
+    per_head = changes.merge(moves, on=study.KEY, how="left")
+    per_head.assign(**{f"{k}_changes": per_head[f"{k}_changes"].map(lambda c: " ".join(map(str, c)))
+                       for k in study.SERIES}).to_csv(out / "heads.csv", index=False)
+
+    run_rows = []
     for spec in specs:
-        mine = marks_frame[marks_frame["run"] == spec.name].reset_index(drop=True)
-        step, best = transition(mine)
-        last = mine.iloc[-1]
-        for (block, head), _ in heads[heads["run"] == spec.name].groupby(["block", "head"]):
-            score = float(last[f"prefix_{int(block)}_{int(head)}"])
-            part = merged[(merged["run"] == spec.name) & (merged["block"] == block) & (merged["head"] == head)]
-            firsts = part["first_change"].dropna()
-            head_rows.append({"run": spec.name, "block": int(block), "head": int(head), "final_prefix_score": score,
-                              "induction": score >= 0.2, "np_first_change": firsts.min() if len(firsts) else None,
-                              "null_first_change": part["null_first_change"].dropna().min()
-                              if part["null_first_change"].notna().any() else None,
-                              "rms_first_change": part["rms_first_change"].dropna().min()
-                              if part["rms_first_change"].notna().any() else None,
-                              "roles_with_change": ", ".join(part.dropna(subset=["first_change"])["role"])})
-        mine_np = table[(table["run"] == spec.name) & table["role"].isin(["q", "k", "v", "o"] +
-                                                                         (["mlp_up", "mlp_gate", "mlp_down"] if spec.mlp else []))]
-        mean_np = mine_np.groupby("step")["normalized_np"].mean()  # frozen zero MLPs left out
+        mine = marks[marks["run"] == spec.name].sort_values("step")
+        roles = ["q", "k", "v", "o"] + (["mlp_up", "mlp_gate", "mlp_down"] if spec.mlp else [])
+        whole = table[(table["run"] == spec.name) & (table["head"] < 0) & table["role"].isin(roles)]
+        mean_np = whole.groupby("step")["normalized_np"].mean()
         stop = first_stop(mean_np.to_numpy(), patience=3, min_delta=1e-3)
+        mine_classes = classes[classes["run"] == spec.name]["class"].value_counts()
+        peer_mine = peer[peer["run"] == spec.name]
         run_rows.append({"run": spec.name, "width": spec.width, "seed": spec.seed, "mlp": spec.mlp,
-                         "transition_step": step, "transition_head": best,
-                         "final_icl": float(last["icl"]), "final_loss": float(last["loss"]),
-                         "np_stop_step": int(mean_np.index[stop]) if stop is not None else None,
-                         "train_seconds": round(train_seconds[spec.name], 1)})
-    head_frame, run_frame = pd.DataFrame(head_rows), pd.DataFrame(run_rows)
-    for frame in (head_frame,):
-        frame["lag_np"] = [None if r.np_first_change is None or (isinstance(r.np_first_change, float) and
-                                                                 math.isnan(r.np_first_change))
-                           else r.np_first_change - run_frame.set_index("run").loc[r.run, "transition_step"]
-                           if run_frame.set_index("run").loc[r.run, "transition_step"] is not None else None
-                           for r in frame.itertuples()]
-    run_frame["np_seconds_per_checkpoint"] = round(np_seconds / checkpoints, 3)
-    head_frame.to_csv(out / "heads.csv", index=False)
-    run_frame.to_csv(out / "runs.csv", index=False)
-    _plot(marks_frame, table, run_frame, out / "induction.png")
-    print(run_frame.to_string(index=False))
-    print(head_frame.to_string(index=False))
-    return run_frame
+                         "transition": transitions[spec.name],
+                         "induction_heads": int(mine_classes.get("induction", 0)),
+                         "previous_token_heads": int(mine_classes.get("previous-token", 0)),
+                         "final_icl": float(mine["icl"].iloc[-1]), "final_loss": float(mine["loss"].iloc[-1]),
+                         **run_level_changes(spec.name, transitions[spec.name], profile.window, mine, peer_mine,
+                                             mean_np),
+                         "np_stop": float(mean_np.index[stop]) if stop is not None else float("nan"),
+                         "train_seconds": round(train_seconds[spec.name], 1),
+                         "np_seconds_per_checkpoint": measured.seconds / measured.checkpoints,
+                         "llc_seconds_per_checkpoint": float(peer_mine["llc_seconds"].mean()),
+                         "alpha_seconds_per_checkpoint": float(peer_mine["alpha_seconds"].mean())})
+    runs = pd.DataFrame(run_rows)
+    runs.to_csv(out / "runs.csv", index=False)
+    summary = summarize(per_head)
+    summary.to_csv(out / "summary.csv", index=False)
+    plot(marks, table, peer, runs, classes, out / "induction.png")
+    print(runs.to_string(index=False))
+    print(summary.to_string(index=False))
+    return runs
 
 
-def _plot(marks: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+def summarize(per_head: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (width, attention-only or not), role and series kind: how often each head class has a
+    change point at its transition, the median lag, and the AUROC of the move across the transition (induction
+    heads against the other heads of layer 1; previous-token heads against the other heads of layer 0)."""
+    frame = per_head.assign(config=per_head["run"].str.replace(r"-seed\d+$", "", regex=True))
+    rows = []
+    for (config, role), group in frame.groupby(["config", "role"]):
+        for kind in study.SERIES:
+            row = {"config": config, "role": role, "series": kind}
+            for cls in ("induction", "previous-token", "other"):
+                mine = group[group["class"] == cls]
+                row[f"{cls}_heads"] = len(mine)
+                row[f"{cls}_at_transition"] = float(mine[f"{kind}_lag"].notna().mean()) if len(mine) else np.nan
+                row[f"{cls}_median_lag"] = float(mine[f"{kind}_lag"].median()) if len(mine) else np.nan
+            for block, cls in ((1, "induction"), (0, "previous-token")):
+                layer = group[group["block"] == block]
+                row[f"auroc_{cls}"] = study.auroc(layer[f"{kind}_move"].abs().to_numpy(),
+                                                  (layer["class"] == cls).to_numpy())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot(marks: pd.DataFrame, table: pd.DataFrame, peer: pd.DataFrame, runs: pd.DataFrame,
+         classes: pd.DataFrame, path: Path) -> None:
+    """Per run (first seed of each configuration): the markers, per-head NP of k coloured by head class, its
+    rms, the peers' signals, with the transition dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(runs["run"])
-    fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 5.6), squeeze=False, sharex="col")
-    for i, name in enumerate(names):
+    shown = list(runs.drop_duplicates(subset=["width", "mlp"])["run"])
+    colours = {"induction": "tab:red", "previous-token": "tab:blue", "other": "0.6"}
+    fig, axes = plt.subplots(5, len(shown), figsize=(3.8 * len(shown), 11), squeeze=False, sharex="col")
+    for i, name in enumerate(shown):
         mine = marks[marks["run"] == name]
-        for column in [c for c in mine.columns if c.startswith("prefix_")]:
+        kind_of = classes[classes["run"] == name].set_index(["block", "head"])["class"]
+        for column in [c for c in mine.columns if c.startswith("prefix_1_")]:
             axes[0][i].plot(mine["step"], mine[column], lw=0.8)
         axes[0][i].set_title(name, fontsize=9)
-        axes[0][i].set_ylabel("prefix-matching score" if i == 0 else "")
-        heads = table[(table["run"] == name) & (table["head"] >= 0) & (table["role"] == "v")]
+        heads = table[(table["run"] == name) & (table["head"] >= 0) & (table["role"] == "k")]
         for (block, head), part in heads.groupby(["block", "head"]):
             part = part.sort_values("step")
-            axes[1][i].plot(part["step"], part["normalized_np"], lw=0.8)
-        axes[1][i].set_ylabel("per-head NP of v" if i == 0 else "")
-        axes[1][i].set_xlabel("step")
-        step = runs.set_index("run").loc[name, "transition_step"]
-        if step is not None and step == step:
-            for ax in (axes[0][i], axes[1][i]):
+            colour = colours[kind_of.loc[(block, head)]]
+            axes[1][i].plot(part["step"], part["normalized_np"], lw=0.7, color=colour)
+            axes[2][i].plot(part["step"], part["structural"], lw=0.7, color=colour)
+            axes[3][i].plot(part["step"], part["rms"], lw=0.7, color=colour)
+        peer_mine = peer[peer["run"] == name]
+        axes[4][i].plot(peer_mine["step"], peer_mine["alpha_attention"], color="tab:green", lw=0.9)
+        twin = axes[4][i].twinx()
+        with_llc = peer_mine.dropna(subset=["llc"])
+        twin.plot(with_llc["step"], with_llc["llc"], color="tab:purple", lw=0.9)
+        if i == len(shown) - 1:
+            twin.set_ylabel("LLC (purple)")
+        axes[4][i].set_xlabel("step")
+        step = runs.set_index("run").loc[name, "transition"]
+        for ax in axes[:, i]:
+            ax.set_xscale("symlog", linthresh=50)
+            if np.isfinite(step):
                 ax.axvline(step, color="k", ls="--", lw=0.8)
-    fig.suptitle("induction heads (top) and per-head NP of v (bottom); dashed: the transition", fontsize=10)
+    for row, label in enumerate(["prefix-matching\n(layer 1 heads)", "per-head NP of k", "structural NP of k\n"
+                                 "(NP - null)", "rms of k", "WeightWatcher alpha\n(attention, green)"]):
+        axes[row][0].set_ylabel(label, fontsize=9)
+    fig.suptitle("Induction heads: red induction, blue previous-token, grey other heads; dashed: the transition",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
