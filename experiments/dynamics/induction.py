@@ -56,11 +56,13 @@ class Profile:
     llc_every: tuple[int, int]  # LLC every so many steps in the dense part, then in the sparse part
     seeds: tuple[int, ...]
     widths: tuple[int, ...]
-    span: int
+    length: int
+    spans: tuple[int, int]  # shortest and longest repeated span
     vocab: int
     batch: int
-    heads: int = 8
-    window: int = 25  # steps either side of a transition that count as "at the transition"
+    heads: int = 4
+    lr: float = 3e-3
+    window: int = 50  # steps either side of a transition that count as "at the transition"
     llc: peers.LLCSettings = field(default_factory=peers.LLCSettings)
 
     def checkpoints(self) -> list[int]:
@@ -75,10 +77,10 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(steps=60, dense_until=60, dense_every=6, sparse_every=6, llc_every=(30, 30), seeds=(0,),
-                     widths=(32,), span=12, vocab=32, batch=16, window=12,
+                     widths=(32,), length=24, spans=(4, 8), vocab=32, batch=16, window=12,
                      llc=peers.LLCSettings(chains=1, draws=10)),
-    "full": Profile(steps=1000, dense_until=250, dense_every=5, sparse_every=50, llc_every=(10, 100),
-                    seeds=(0, 1, 2), widths=(32, 64), span=24, vocab=48, batch=32,
+    "full": Profile(steps=3000, dense_until=3000, dense_every=25, sparse_every=25, llc_every=(150, 150),
+                    seeds=(0, 1, 2), widths=(64, 96), length=48, spans=(10, 20), vocab=48, batch=32,
                     llc=peers.LLCSettings(chains=2, draws=60)),
 }
 
@@ -95,10 +97,39 @@ class RunSpec:
         return self.mlp or ".mlp." not in name
 
 
-def batch_of(rng: np.random.Generator, size: int, span: int, vocab: int) -> torch.Tensor:
-    """Random spans repeated once: [r_1 .. r_span, r_1 .. r_span]."""
-    first = rng.integers(1, vocab, size=(size, span))
-    return torch.from_numpy(np.concatenate([first, first], axis=1))
+@dataclass(frozen=True)
+class Batch:
+    """Rows of random tokens, each with one span repeated: ``tokens[r, second + j] == tokens[r, first + j]`` for
+    ``j < span``. Span lengths, gaps and positions vary by row, so the repeat can only be found by content (a
+    fixed offset would let a head solve it by position alone, with no induction circuit)."""
+
+    tokens: torch.Tensor  # (rows, length)
+    first: np.ndarray
+    second: np.ndarray
+    span: np.ndarray
+
+    def repeat_positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, query, key) for every query in a repeat whose next token is predictable, and the key an
+        induction head attends to: the position right after the earlier occurrence of the query's token."""
+        rows, queries, keys = [], [], []
+        for r, (a, b, n) in enumerate(zip(self.first, self.second, self.span)):
+            rows.append(np.full(n - 1, r))
+            queries.append(np.arange(b, b + n - 1))
+            keys.append(np.arange(a + 1, a + n))
+        return np.concatenate(rows), np.concatenate(queries), np.concatenate(keys)
+
+
+def batch_of(rng: np.random.Generator, size: int, profile: Profile) -> Batch:
+    tokens = rng.integers(1, profile.vocab, size=(size, profile.length))
+    low, high = profile.spans
+    spans = rng.integers(low, high + 1, size=size)
+    firsts, seconds = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+    for r, n in enumerate(spans):
+        gap = rng.integers(0, profile.length - 2 * n + 1)
+        firsts[r] = rng.integers(0, profile.length - 2 * n - gap + 1)
+        seconds[r] = firsts[r] + n + gap
+        tokens[r, seconds[r]:seconds[r] + n] = tokens[r, firsts[r]:firsts[r] + n]
+    return Batch(torch.from_numpy(tokens), firsts, seconds, spans)
 
 
 def model_for(spec: RunSpec, profile: Profile) -> torch.nn.Module:
@@ -107,7 +138,7 @@ def model_for(spec: RunSpec, profile: Profile) -> torch.nn.Module:
     torch.manual_seed(spec.seed)
     config = tf.LlamaConfig(vocab_size=profile.vocab, hidden_size=spec.width, intermediate_size=2 * spec.width,
                             num_hidden_layers=2, num_attention_heads=profile.heads,
-                            num_key_value_heads=profile.heads, max_position_embeddings=2 * profile.span,
+                            num_key_value_heads=profile.heads, max_position_embeddings=profile.length,
                             bos_token_id=0, eos_token_id=0, attn_implementation="eager")
     model = tf.LlamaForCausalLM(config)
     if not spec.mlp:
@@ -118,41 +149,45 @@ def model_for(spec: RunSpec, profile: Profile) -> torch.nn.Module:
     return model
 
 
-def markers(model: torch.nn.Module, probe: torch.Tensor, span: int) -> dict[str, float]:
+def markers(model: torch.nn.Module, probe: Batch) -> dict[str, float]:
     """Prefix-matching and previous-token score of every head, the in-context learning score and the loss."""
     model.eval()
+    tokens = probe.tokens
     with torch.no_grad():
-        out = model(probe, labels=probe, output_attentions=True)
+        out = model(tokens, labels=tokens, output_attentions=True)
         logits = out.logits[:, :-1]
-        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), probe[:, 1:].reshape(-1),
-                                                   reduction="none").reshape(probe.shape[0], -1)
+        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                                                   reduction="none").reshape(tokens.shape[0], -1)
     model.train()
-    row = {"loss": float(out.loss), "icl": float(losses[:, span:].mean() - losses[:, : span - 1].mean())}
-    queries = torch.arange(span, 2 * span)
-    after_earlier = queries - span + 1  # the position after the earlier occurrence of the query's token
+    rows, queries, keys = probe.repeat_positions()
+    # losses[r, t] is the loss of predicting token t + 1 at position t: the repeat's predictable tokens are
+    # predicted at its queries, the first occurrence's same tokens one span earlier.
+    earlier = queries - (probe.second - probe.first)[rows]
+    row = {"loss": float(out.loss), "icl": float(losses[rows, queries].mean() - losses[rows, earlier].mean())}
+    previous = torch.arange(1, tokens.shape[1])
     for layer, attention in enumerate(out.attentions):  # (batch, heads, query, key)
-        prefix = attention[:, :, queries, after_earlier].mean(dim=(0, 2))
-        previous = attention[:, :, queries, queries - 1].mean(dim=(0, 2))
+        prefix = attention[rows, :, queries, keys].mean(dim=0)
+        prev = attention[:, :, previous, previous - 1].mean(dim=(0, 2))
         for head in range(len(prefix)):
             row[f"prefix_{layer}_{head}"] = float(prefix[head])
-            row[f"prev_{layer}_{head}"] = float(previous[head])
+            row[f"prev_{layer}_{head}"] = float(prev[head])
     return row
 
 
 def train_run(spec: RunSpec, profile: Profile, work: Path) -> pd.DataFrame:
     model = model_for(spec, profile)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=profile.lr, weight_decay=0.01)
     rng = np.random.default_rng(1000 + spec.seed)
-    probe = batch_of(np.random.default_rng(99), 64, profile.span, profile.vocab)
+    probe = batch_of(np.random.default_rng(99), 128, profile)
     saved = set(profile.checkpoints())
     rows = []
     for step in range(profile.steps + 1):
         if step in saved:
             model.save_pretrained(work / spec.name / f"checkpoint-{step}")
-            rows.append({"run": spec.name, "step": step, **markers(model, probe, profile.span)})
+            rows.append({"run": spec.name, "step": step, **markers(model, probe)})
         if step == profile.steps:
             break
-        x = batch_of(rng, profile.batch, profile.span, profile.vocab)
+        x = batch_of(rng, profile.batch, profile).tokens
         loss = model(x, labels=x).loss
         opt.zero_grad()
         loss.backward()
@@ -198,7 +233,7 @@ def measure_peers(specs: list[RunSpec], profile: Profile, work: Path) -> pd.Data
     import transformers as tf
 
     rows = []
-    data = batch_of(np.random.default_rng(7), 512, profile.span, profile.vocab)  # training-like batches
+    data = batch_of(np.random.default_rng(7), 512, profile).tokens  # training-like batches
     llc_at = set(profile.llc_steps())
     for spec in specs:
         for step in profile.checkpoints():
