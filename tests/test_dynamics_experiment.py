@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "dy
 import grokking  # noqa: E402
 import induction  # noqa: E402
 import study  # noqa: E402
+import tables  # noqa: E402
 
 
 @pytest.mark.slow
@@ -46,7 +47,10 @@ def test_induction_quick_profile(tmp_path: Path) -> None:
     peer = pd.read_csv(tmp_path / "peers.csv")
     assert len(peer) == len(marks) and peer["alpha_attention"].notna().all()
     assert sorted(peer.dropna(subset=["llc"])["step"].unique()) == profile.llc_steps()
+    assert np.isfinite(peer["llc"].dropna()).all() and np.isfinite(peer["alpha_mean"]).all()
     assert (tmp_path / "induction.png").stat().st_size > 10_000
+    text = tables.induction_tables(tmp_path)  # DYNAMICS.md's tables render from these files
+    assert text.count("\n| w32-") == len(runs) and "| q | np |" in text
 
 
 @pytest.mark.slow
@@ -69,7 +73,12 @@ def test_grokking_quick_profile(tmp_path: Path) -> None:
     assert int(len(data.train)) + int(len(data.test)) == profile.p**2
     series = pd.read_csv(tmp_path / "series.csv")
     assert len(series) == len(runs) * (4 * 4 + 3)  # every head's q/k/v/o and the three MLP maps
+    peer = pd.read_csv(tmp_path / "peers.csv")
+    assert len(peer) == len(marks) and np.isfinite(peer["alpha_mean"]).all()
+    assert np.isfinite(peer["llc"].dropna()).all() and peer["llc"].notna().sum() == len(profile.seeds)
     assert (tmp_path / "grokking.png").stat().st_size > 10_000
+    text = tables.grokking_tables(tmp_path)
+    assert text.count("\n| p23-") == len(runs) and "| mlp_up | np |" in text
 
 
 def test_fourier_share_of_a_one_frequency_embedding() -> None:

@@ -267,3 +267,46 @@ def test_change_summary_says_whether_the_null_moved_too(tmp_path) -> None:  # ty
     shown = changes_shown(change_summary(frame, by="matrix")).set_index("role")
     assert "the null did not move" in shown.loc["mlp_up", "changes"]
     assert "the null moved too" in shown.loc["mlp_down", "changes"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("layer", ["zero", "constant", "tied_top"])
+def test_top_keys_when_ties_at_the_top_outnumber_the_buffer(layer: str) -> None:
+    """A layer whose largest key is shared by more entries than the thresholded pass buffers (an all-zero or
+    constant layer, e.g. a frozen MLP; or most entries at the maximum) used to halve its threshold share forever:
+    now every tied key comes back, as sorting every key says."""
+    rng = np.random.default_rng(1)
+    w = {"zero": np.zeros((96, 192)), "constant": np.full((96, 192), -0.25),
+         "tied_top": np.where(rng.random((96, 192)) < 0.9, 1.0, rng.random((96, 192)))}[layer].astype(np.float32)
+    keys = to_keys(w)
+    everything = np.sort((keys.data & keys.mask).ravel())[::-1]
+    got = top_keys(keys, 1629)
+    np.testing.assert_array_equal(got, everything[: len(got)])
+    assert len(got) >= 1629 and (len(got) == everything.size or got[-1] > everything[len(got)])
+
+
+@pytest.mark.timeout(120)
+def test_cli_null_model_of_frozen_zero_maps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`analyze --null` on checkpoints whose MLPs are frozen at zero (attention-only models, saved by transformers)
+    finishes, and a constant layer's null is its own NP (every shuffle of it is the layer itself)."""
+    import pandas as pd
+    import torch
+    import transformers as tf
+
+    from neural_persistence.cli import main
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(vocab_size=32, hidden_size=96, intermediate_size=192, num_hidden_layers=1,
+                            num_attention_heads=4, num_key_value_heads=4, bos_token_id=0, eos_token_id=0)
+    model = tf.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.model.layers[0].mlp.parameters():
+            param.zero_()
+    model.save_pretrained(tmp_path / "run" / "checkpoint-0")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(out), "--null", "8"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    mlp = table[table["role"].str.startswith("mlp")]
+    assert len(mlp) == 3 and len(table) == 7
+    assert table["null_np"].notna().all()
+    np.testing.assert_allclose(mlp["null_np"], mlp["np"], rtol=1e-12)

@@ -62,7 +62,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(p=23, train_fraction=0.5, width=32, steps=60, every=6, llc_every=30, seeds=(0,), window=12,
+    "quick": Profile(p=23, train_fraction=0.5, width=32, steps=60, every=6, llc_every=1000, seeds=(0,), window=12,
                      llc=peers.LLCSettings(chains=1, draws=10)),
     "full": Profile(p=59, train_fraction=0.3, width=64, steps=4000, every=100, llc_every=200, seeds=(0, 1, 2),
                     llc=peers.LLCSettings(chains=2, draws=60, batch_size=128)),

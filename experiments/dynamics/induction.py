@@ -76,7 +76,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(steps=60, dense_until=60, dense_every=6, sparse_every=6, llc_every=(30, 30), seeds=(0,),
+    "quick": Profile(steps=60, dense_until=60, dense_every=6, sparse_every=6, llc_every=(1000, 1000), seeds=(0,),
                      widths=(32,), length=24, spans=(4, 8), vocab=32, batch=16, window=12,
                      llc=peers.LLCSettings(chains=1, draws=10)),
     "full": Profile(steps=3000, dense_until=3000, dense_every=25, sparse_every=25, llc_every=(150, 150),

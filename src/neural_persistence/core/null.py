@@ -262,6 +262,12 @@ def top_keys(keys: Keys, count: int) -> np.ndarray:
         found = _keys_at_least(a, keys.mask, key_dtype.type(lo), out)
         if found <= cap and (found >= count or lo == 0):
             return np.sort(out[:found], kind="stable")[::-1]
+        if found > cap and np.quantile(sample, 1.0 - share / 2, method="lower") <= lo:
+            # More keys tie at the threshold than the buffer holds and the sample offers no higher one (an
+            # all-zero or constant layer, a frozen map): take every key at or above it rather than halve forever.
+            out = np.empty(found, dtype=key_dtype)
+            _keys_at_least(a, keys.mask, key_dtype.type(lo), out)
+            return np.sort(out, kind="stable")[::-1]
         share = min(1.0, share * 4) if found < count else share / 2
 
 
