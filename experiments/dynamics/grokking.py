@@ -30,6 +30,7 @@ Run: ``python experiments/dynamics/grokking.py --profile quick|full [--out DIR]`
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ def markers(model: torch.nn.Module, data: Data, p: int) -> dict[str, float]:
 
 
 def train_run(name: str, seed: int, profile: Profile, work: Path) -> pd.DataFrame:
+    shutil.rmtree(work / name, ignore_errors=True)  # a fresh run: no checkpoint of an earlier one is left
     data = data_for(profile, seed)
     model = model_for(profile, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=profile.weight_decay, betas=(0.9, 0.98))
@@ -164,11 +166,11 @@ def marked_steps(marks: pd.DataFrame) -> Marked:
     return Marked(float(at["step"]), grokked)
 
 
-def measure_peers(names: list[str], profile: Profile, work: Path) -> pd.DataFrame:
+def measure_peers(names: list[str], profile: Profile, work: Path, seeds: list[int]) -> pd.DataFrame:
     import transformers as tf
 
     rows = []
-    for name, seed in zip(names, profile.seeds):
+    for name, seed in zip(names, seeds):
         data = data_for(profile, seed)
         train = data.tokens[data.train]
         for step in profile.checkpoints():
@@ -194,15 +196,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     names = [f"p{profile.p}-seed{s}" for s in profile.seeds]
 
-    parts, train_seconds = [], {}
-    for name, seed in zip(names, profile.seeds):
-        start = time.perf_counter()
-        parts.append(train_run(name, seed, profile, work))
-        train_seconds[name] = time.perf_counter() - start
-        print(f"trained {name} in {train_seconds[name]:.0f} s", flush=True)
+    parts = []
+    for name, seed in zip(names, profile.seeds):  # each run kept once written: a rerun resumes
+        parts.append(study.resumable(out / "runs" / f"{name}-markers.csv", study.timed(
+            lambda name=name, seed=seed: train_run(name, seed, profile, work), "train_seconds")))
+        print(f"trained {name} in {parts[-1]['train_seconds'].iloc[0]:.0f} s", flush=True)
     marks = pd.concat(parts, ignore_index=True)
+    train_seconds = marks.groupby("run")["train_seconds"].first().to_dict()
+    marks = marks.drop(columns="train_seconds")
     marks.to_csv(out / "markers.csv", index=False)
-    peer = measure_peers(names, profile, work)
+    peer = pd.concat([study.resumable(out / "runs" / f"{name}-peers.csv",
+                                      lambda name=name, seed=seed: measure_peers([name], profile, work, [seed]))
+                      for name, seed in zip(names, profile.seeds)], ignore_index=True)
     peer.to_csv(out / "peers.csv", index=False)
 
     from neural_persistence.training.early_stopping import first_stop

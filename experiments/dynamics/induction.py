@@ -33,6 +33,7 @@ Run: ``python experiments/dynamics/induction.py --profile quick|full [--out DIR]
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ def markers(model: torch.nn.Module, probe: Batch) -> dict[str, float]:
 
 
 def train_run(spec: RunSpec, profile: Profile, work: Path) -> pd.DataFrame:
+    shutil.rmtree(work / spec.name, ignore_errors=True)  # a fresh run: no checkpoint of an earlier one is left
     model = model_for(spec, profile)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=profile.lr, weight_decay=0.01)
     rng = np.random.default_rng(1000 + spec.seed)
@@ -278,15 +280,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     specs = [RunSpec(f"w{w}-attn-seed{s}", w, s, False) for w in profile.widths for s in profile.seeds]
     specs += [RunSpec(f"w{w}-mlp-seed0", w, 0, True) for w in profile.widths]
 
-    marks_parts, train_seconds = [], {}
-    for spec in specs:
-        start = time.perf_counter()
-        marks_parts.append(train_run(spec, profile, work))
-        train_seconds[spec.name] = time.perf_counter() - start
-        print(f"trained {spec.name} in {train_seconds[spec.name]:.0f} s", flush=True)
+    marks_parts = []
+    for spec in specs:  # each run's markers (and so its checkpoints) kept once written: a rerun resumes
+        marks_parts.append(study.resumable(out / "runs" / f"{spec.name}-markers.csv", study.timed(
+            lambda spec=spec: train_run(spec, profile, work), "train_seconds")))
+        print(f"trained {spec.name} in {marks_parts[-1]['train_seconds'].iloc[0]:.0f} s", flush=True)
     marks = pd.concat(marks_parts, ignore_index=True)
+    train_seconds = marks.groupby("run")["train_seconds"].first().to_dict()
+    marks = marks.drop(columns="train_seconds")
     marks.to_csv(out / "markers.csv", index=False)
-    peer = measure_peers(specs, profile, work)
+    peer = pd.concat([study.resumable(out / "runs" / f"{spec.name}-peers.csv",
+                                      lambda spec=spec: measure_peers([spec], profile, work)) for spec in specs],
+                     ignore_index=True)
     peer.to_csv(out / "peers.csv", index=False)
 
     from neural_persistence.training.early_stopping import first_stop

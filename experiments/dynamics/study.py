@@ -16,7 +16,7 @@ Two questions are asked of every series kind, so that NP is judged beside its ba
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +126,24 @@ def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def resumable(path: Path, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The frame stored at ``path``, or ``compute()`` stored there: a study interrupted after a run was trained or
+    measured keeps that run (delete the file to redo it)."""
+    if path.exists():
+        return pd.read_csv(path)
+    frame = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").replace(path)
+    return frame
+
+
+def timed(compute: Callable[[], pd.DataFrame], column: str) -> Callable[[], pd.DataFrame]:
+    """``compute`` with its wall time added as ``column`` (the same on every row)."""
+    def run() -> pd.DataFrame:
+        start = time.perf_counter()
+        frame = compute()
+        return frame.assign(**{column: time.perf_counter() - start})
+    return run

@@ -42,6 +42,7 @@ def induction_tables(folder: Path) -> str:
     parts.append(study.markdown(table))
     parts.append("\n### Per head: change point at the head's own transition, and the move across it\n")
     pooled = []
+    heads = heads[np.isfinite(heads["transition"])]  # a run without a transition has nothing to be at
     for role in ("q", "k", "v", "o"):
         mine = heads[heads["role"] == role]
         for kind in study.SERIES:
