@@ -39,7 +39,7 @@ def test_induction_quick_profile(tmp_path: Path) -> None:
     name = runs["run"].iloc[0]
     last = marks[marks["run"] == name].iloc[-1]
     model = tf.LlamaForCausalLM.from_pretrained(tmp_path / "checkpoints" / name / f"checkpoint-{int(last['step'])}")
-    probe = induction.batch_of(np.random.default_rng(99), 64, profile.span, profile.vocab)
+    probe = induction.batch_of(np.random.default_rng(99), 128, profile).tokens
     with torch.no_grad():
         assert float(model(probe, labels=probe).loss) == pytest.approx(last["loss"], rel=1e-5)
     table = pd.read_csv(tmp_path / "np" / "results.csv")
@@ -79,6 +79,21 @@ def test_grokking_quick_profile(tmp_path: Path) -> None:
     assert (tmp_path / "grokking.png").stat().st_size > 10_000
     text = tables.grokking_tables(tmp_path)
     assert text.count("\n| p23-") == len(runs) and "| mlp_up | np |" in text
+
+
+def test_every_row_repeats_a_span_of_varying_length_at_varying_offsets() -> None:
+    """The repeats can only be found by content: span lengths and the offset between the copies vary by row, and
+    the induction targets (the key after the earlier occurrence) hold the token that follows each query."""
+    profile = induction.PROFILES["full"]
+    batch = induction.batch_of(np.random.default_rng(3), 400, profile)
+    tokens = batch.tokens.numpy()
+    for r in range(400):
+        a, b, n = batch.first[r], batch.second[r], batch.span[r]
+        assert profile.spans[0] <= n <= profile.spans[1] and a + n <= b and b + n <= profile.length
+        np.testing.assert_array_equal(tokens[r, b:b + n], tokens[r, a:a + n])
+    assert len(set(batch.span)) > 5 and len(set(batch.second - batch.first)) > 10
+    rows, queries, keys = batch.repeat_positions()
+    np.testing.assert_array_equal(tokens[rows, queries + 1], tokens[rows, keys])
 
 
 def test_fourier_share_of_a_one_frequency_embedding() -> None:
