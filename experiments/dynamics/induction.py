@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 def summarize(per_head: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (width, attention-only or not), role and series kind: how often each head class has a
-    change point at its transition, the median lag, and the AUROC of the move across the transition (induction
+    change point at its transition, the median lag, and the AUROC of the signed move across the transition (induction
     heads against the other heads of layer 1; previous-token heads against the other heads of layer 0)."""
     frame = per_head.assign(config=per_head["run"].str.replace(r"-seed\d+$", "", regex=True))
     rows = []
@@ -362,7 +362,7 @@ def summarize(per_head: pd.DataFrame) -> pd.DataFrame:
                 row[f"{cls}_median_lag"] = float(mine[f"{kind}_lag"].median()) if len(mine) else np.nan
             for block, cls in ((1, "induction"), (0, "previous-token")):
                 layer = group[group["block"] == block]
-                row[f"auroc_{cls}"] = study.auroc(layer[f"{kind}_move"].abs().to_numpy(),
+                row[f"auroc_{cls}"] = study.auroc(layer[f"{kind}_move"].to_numpy(),
                                                   (layer["class"] == cls).to_numpy())
             rows.append(row)
     return pd.DataFrame(rows)

@@ -6,10 +6,11 @@ Two questions are asked of every series kind, so that NP is judged beside its ba
 
 * **Timing.** Does the series have a change point near the transition, and with what lag (change step minus
   transition step; negative: it leads)? :func:`nearest_changes`.
-* **Discrimination.** Across the transition, does the series move more for the heads that take part in it than
-  for the others? Each head's move is its value just after the transition window minus just before, in units of
-  its own checkpoint-to-checkpoint noise; the AUROC of that move's size, part-taking heads against the rest, is
-  0.5 for a series that cannot tell them apart and 1 for one that always can. :func:`transition_moves`,
+* **Discrimination.** Across the transition, does the series move differently for the heads that take part in it
+  than for the others? Each head's move is its value just after the transition window minus just before, in units
+  of its own checkpoint-to-checkpoint noise; the AUROC of that (signed) move, part-taking heads against the rest, is
+  0.5 for a series that cannot tell them apart, 1 where the part-taking heads always rise more, 0 where they always
+  fall more. :func:`transition_moves`,
   :func:`auroc`.
 """
 
@@ -38,15 +39,17 @@ class Measured:
 
 
 def measure_np(runs: Sequence[Path], out: Path) -> Measured:
-    """``neural-persistence analyze RUNS --per-head --null 8 --baselines`` and its table, timed."""
+    """``neural-persistence analyze RUNS --per-head --null 8 --baselines`` and its table, timed (NaN seconds
+    where ``out`` already held an analysis that this call resumed)."""
     from neural_persistence.analysis.table import load_table
     from neural_persistence.cli import main as cli
 
+    fresh = not out.exists()  # a resumed analysis measures little or nothing: its time is no cost figure
     start = time.perf_counter()
     code = cli(["analyze", *map(str, runs), "--out", str(out), "--per-head", "--null", "8", "--baselines"])
     if code != 0:
         raise RuntimeError(f"neural-persistence analyze exited with {code}")
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start if fresh else float("nan")
     table = load_table(out, per_head=True)
     table = table.assign(structural=table["normalized_np"] - table["null_normalized_np"])
     return Measured(table=table, seconds=seconds, checkpoints=int(table.groupby("run")["step"].nunique().sum()))

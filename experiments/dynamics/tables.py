@@ -22,13 +22,28 @@ WINDOW = 50  # the induction study's full profile: steps either side that count 
 LAST_STEP = 3000
 
 
+def _step(value: float) -> str:
+    return "none" if not np.isfinite(value) else f"{value:.0f}"
+
+
 def _lag(value: float) -> str:
     return "none" if not np.isfinite(value) else f"{value:+.0f}"
+
+
+def _before_after(frame: pd.DataFrame, column: str, step: float) -> str:
+    """The series' last value at least WINDOW steps before ``step`` and its first at least WINDOW after."""
+    frame = frame.dropna(subset=[column]).sort_values("step")
+    before = frame[frame["step"] <= step - WINDOW][column]
+    after = frame[frame["step"] >= step + WINDOW][column]
+    if not np.isfinite(step) or not len(before) or not len(after):
+        return ""
+    return f"{before.iloc[-1]:.1f} -> {after.iloc[0]:.1f}"
 
 
 def induction_tables(folder: Path) -> str:
     runs = pd.read_csv(folder / "runs.csv")
     heads = pd.read_csv(folder / "heads.csv")
+    peer = pd.read_csv(folder / "peers.csv")
     parts = ["### Runs: the transition and each run-level signal's nearest change point (lag in steps)\n"]
     table = pd.DataFrame({
         "run": runs["run"], "transition": runs["transition"].map(lambda v: "none" if np.isnan(v) else f"{v:.0f}"),
@@ -38,6 +53,8 @@ def induction_tables(folder: Path) -> str:
         "loss": runs["loss_lag"].map(_lag), "ICL score": runs["icl_lag"].map(_lag),
         "mean NP": runs["mean_np_lag"].map(_lag), "alpha": runs["alpha_lag"].map(_lag),
         "LLC": runs["llc_lag"].map(_lag),
+        "LLC before -> after": [_before_after(peer[peer["run"] == r], "llc", t) for r, t in
+                                zip(runs["run"], runs["transition"])],
         "NP stop": runs["np_stop"].map(lambda v: "never" if np.isnan(v) else f"{v:.0f}")})
     parts.append(study.markdown(table))
     parts.append("\n### Per head: change point at the head's own transition, and the move across it\n")
@@ -59,11 +76,11 @@ def induction_tables(folder: Path) -> str:
             lags = mine[mine["class"] == "induction"][f"{kind}_lag"].dropna()
             row["induction heads' median lag"] = f"{lags.median():+.0f}" if len(lags) else ""
             layer1 = mine[mine["block"] == 1]
-            row["AUROC induction vs other (layer 1)"] = study.auroc(layer1[f"{kind}_move"].abs().to_numpy(),
+            row["AUROC induction vs other (layer 1)"] = study.auroc(layer1[f"{kind}_move"].to_numpy(),
                                                                     (layer1["class"] == "induction").to_numpy())
             layer0 = mine[mine["block"] == 0]
             row["AUROC prev-token vs other (layer 0)"] = study.auroc(
-                layer0[f"{kind}_move"].abs().to_numpy(), (layer0["class"] == "previous-token").to_numpy())
+                layer0[f"{kind}_move"].to_numpy(), (layer0["class"] == "previous-token").to_numpy())
             pooled.append(row)
     parts.append(study.markdown(pd.DataFrame(pooled), digits=2))
     parts.append("\n### Cost per checkpoint on this machine (2 cores)\n")
@@ -82,12 +99,20 @@ def cost_table(runs: pd.DataFrame) -> str:
     return study.markdown(costs)
 
 
+def _base_rate(changes: pd.Series, window: float = 200) -> float:
+    """Share of series with a change point within ``window`` of a step, averaged over steps 500, 600, .., 3,500:
+    how often "at grokking" would be met by chance."""
+    lists = changes.fillna("").map(lambda text: [int(float(v)) for v in str(text).split()])
+    steps = range(500, 3501, 100)
+    return float(np.mean([[np.isfinite(study.nearest(c, s, window)) for c in lists] for s in steps]))
+
+
 def grokking_tables(folder: Path) -> str:
     runs = pd.read_csv(folder / "runs.csv")
     series = pd.read_csv(folder / "series.csv")
     parts = ["### Runs: memorization, grokking, and each run-level signal's change point nearest grokking\n"]
     table = pd.DataFrame({
-        "run": runs["run"], "memorization": runs["memorization"], "grokking": runs["grokking"],
+        "run": runs["run"], "memorization": runs["memorization"].map(_step), "grokking": runs["grokking"].map(_step),
         "final test acc": runs["final_test_acc"].round(3),
         "test acc": runs["test_acc_lag_grokking"].map(_lag), "Fourier share": runs["fourier_lag_grokking"].map(_lag),
         "mean NP": runs["mean_np_lag_grokking"].map(_lag), "mean rms": runs["mean_rms_lag_grokking"].map(_lag),
@@ -103,7 +128,8 @@ def grokking_tables(folder: Path) -> str:
             rows.append({"role": role, "series": kind,
                          "at memorization": f"{group[f'{kind}_lag_memorization'].notna().sum()}/{len(group)}",
                          "at grokking": f"{len(at_grok)}/{len(group)}",
-                         "median lag at grokking": f"{at_grok.median():+.0f}" if len(at_grok) else ""})
+                         "median lag at grokking": f"{at_grok.median():+.0f}" if len(at_grok) else "",
+                         "at a step of 500-3,500 (mean)": f"{_base_rate(group[f'{kind}_changes']):.2f}"})
     parts.append(study.markdown(pd.DataFrame(rows)))
     parts.append("\n### Cost per checkpoint on this machine (2 cores)\n")
     parts.append(cost_table(runs))
