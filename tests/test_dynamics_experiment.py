@@ -96,6 +96,25 @@ def test_every_row_repeats_a_span_of_varying_length_at_varying_offsets() -> None
     np.testing.assert_array_equal(tokens[rows, queries + 1], tokens[rows, keys])
 
 
+def test_kjv_rows_are_windows_of_the_corpus_with_one_passage_copied() -> None:
+    """On the text profile every row is a window of the KJV characters, except the second copy, which holds the
+    first; the model's vocabulary is the corpus's alphabet."""
+    profile = induction.with_vocabulary(induction.PROFILES["kjv-full"])
+    corpus, alphabet = induction.kjv_characters()
+    assert profile.vocab == alphabet == corpus.max() + 1
+    batch = induction.batch_of(np.random.default_rng(4), 200, profile)
+    tokens = batch.tokens.numpy()
+    assert tokens.shape == (200, profile.length) and tokens.max() < alphabet
+    text = corpus.tobytes()
+    for r in range(200):
+        a, b, n = batch.first[r], batch.second[r], batch.span[r]
+        np.testing.assert_array_equal(tokens[r, b:b + n], tokens[r, a:a + n])
+        assert profile.spans[0] <= n <= profile.spans[1]
+        # outside the copy the row is text: the part before it occurs in the corpus as it is
+        assert tokens[r, :b].tobytes() in text
+    assert len(set(batch.second - batch.first)) > 5
+
+
 def test_fourier_share_of_a_one_frequency_embedding() -> None:
     import transformers as tf
 

@@ -1,11 +1,18 @@
 """Do NP's change points find a known training phase? Induction heads (Olsson et al. 2022), measured independently.
 
 Small Llama-architecture transformers (transformers' ``LlamaForCausalLM``, saved with ``save_pretrained``) of two
-layers with 8 heads each learn sequences made of a random span of tokens repeated once: the second copy can only be
+layers with 4 heads each learn sequences in which a span of tokens is repeated once: the second copy can only be
 predicted by looking back, which two-layer models learn with an *induction circuit* (a previous-token head in
 layer 0, an induction head in layer 1 that attends to the token after the earlier occurrence of the current one
 and copies it). "Attention-only" runs keep their MLPs at zero and frozen (left out of every measure); one run per
-width keeps its MLPs. Checkpoints are dense around the transition: every 5 steps up to step 250, then every 50.
+width keeps its MLPs. Two kinds of data:
+
+* ``quick`` / ``full``: random tokens with one span of 10-20 repeated at a random offset (widths 64 and 96, 3000
+  steps, a checkpoint every 25);
+* ``kjv-quick`` / ``kjv-full``: windows of the KJV corpus (characters, the demo's text) with one passage of 24-31
+  characters copied later in the window (width 64, 1500 steps, a checkpoint every 10).
+  Plain KJV windows gave no induction head at this scale (see ``PROFILES``), so the copy is the phase's trigger
+  and the text sets the statistics of everything around it.
 
 Measured at every checkpoint, without NP (``markers.csv``):
 
@@ -21,18 +28,20 @@ previous-token >= 0.3), the rest *other*. Then, on the same folders:
 * as a user runs it, ``neural-persistence analyze --per-head --null 8 --baselines``; each head's series of NP, its
   null, the structural part (NP - null) and rms; their change points near the transition and their moves across
   it (:mod:`study`); NP's stopping rule on mean normalized NP;
-* devinterp's local learning coefficient (SGLD on training batches; every 10 steps up to 250, then every 100) and
+* devinterp's local learning coefficient (SGLD on training batches; every 150 steps, 50 on KJV) and
   WeightWatcher's alpha per layer (every checkpoint), timed (:mod:`peers`).
 
 Writes ``markers.csv``, ``peers.csv``, ``heads.csv``, ``runs.csv``, ``summary.csv`` and ``induction.png`` under
 ``--out`` (default ``results/<profile>``); the full profile's tables are in ``experiments/results/DYNAMICS.md``.
 
-Run: ``python experiments/dynamics/induction.py --profile quick|full [--out DIR]``.
+Run: ``python experiments/dynamics/induction.py --profile quick|full|kjv-quick|kjv-full [--out DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import shutil
 import sys
 import time
@@ -62,6 +71,7 @@ class Profile:
     vocab: int
     batch: int
     heads: int = 4
+    text: bool = False  # rows are windows of the KJV corpus (characters) with one passage copied, not random tokens
     lr: float = 3e-3
     window: int = 50  # steps either side of a transition that count as "at the transition"
     llc: peers.LLCSettings = field(default_factory=peers.LLCSettings)
@@ -83,7 +93,34 @@ PROFILES = {
     "full": Profile(steps=3000, dense_until=3000, dense_every=25, sparse_every=25, llc_every=(150, 150),
                     seeds=(0, 1, 2), widths=(64, 96), length=48, spans=(10, 20), vocab=48, batch=32,
                     llc=peers.LLCSettings(chains=2, draws=60)),
+    # Natural text: on plain KJV windows no induction head formed at this scale (3000 steps, width 64, context
+    # 128: best prefix-matching score 0.01), nor with a copied passage of 10-20 characters in 64 (2000 steps);
+    # with one of 24-31 characters (about half the window, the repeated-sequence setting of Olsson et al.'s probe)
+    # one forms within the first 300 steps. A checkpoint every 10 steps throughout, so that a window of 30 steps
+    # holds as many checkpoints at the transition as at the placebo step later on.
+    "kjv-quick": Profile(steps=60, dense_until=60, dense_every=6, sparse_every=6, llc_every=(1000, 1000),
+                         seeds=(0,), widths=(32,), length=32, spans=(12, 15), vocab=0, batch=16, window=12,
+                         text=True, llc=peers.LLCSettings(chains=1, draws=10)),
+    "kjv-full": Profile(steps=1500, dense_until=1500, dense_every=10, sparse_every=10, llc_every=(50, 50),
+                        seeds=(0, 1, 2), widths=(64,), length=64, spans=(24, 31), vocab=0, batch=32, window=30,
+                        text=True, llc=peers.LLCSettings(chains=2, draws=60)),
 }
+
+
+@functools.cache
+def kjv_characters() -> tuple[np.ndarray, int]:
+    """The KJV corpus (the demo's, from Debian's bible-kjv) as character ids, and the number of distinct ones."""
+    from neural_persistence.demo.corpus import load_kjv
+
+    text = load_kjv(Path(__file__).resolve().parents[2] / ".data")
+    alphabet = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(alphabet)}
+    return np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text)), len(alphabet)
+
+
+def with_vocabulary(profile: Profile) -> Profile:
+    """A text profile's vocabulary is the corpus's alphabet."""
+    return dataclasses.replace(profile, vocab=kjv_characters()[1]) if profile.text else profile
 
 
 @dataclass(frozen=True)
@@ -130,6 +167,13 @@ def batch_of(rng: np.random.Generator, size: int, profile: Profile) -> Batch:
         firsts[r] = rng.integers(0, profile.length - 2 * n - gap + 1)
         seconds[r] = firsts[r] + n + gap
         tokens[r, seconds[r]:seconds[r] + n] = tokens[r, firsts[r]:firsts[r] + n]
+    if profile.text:  # the same layout of copies, on windows of the corpus instead of random tokens
+        corpus, _ = kjv_characters()
+        starts = rng.integers(0, len(corpus) - profile.length, size=size)
+        text = corpus[starts[:, None] + np.arange(profile.length)]
+        for r, n in enumerate(spans):
+            text[r, seconds[r]:seconds[r] + n] = text[r, firsts[r]:firsts[r] + n]
+        tokens = text
     return Batch(torch.from_numpy(tokens), firsts, seconds, spans)
 
 
@@ -273,7 +317,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
+    profile = with_vocabulary(PROFILES[args.profile])
     out = args.out or Path(__file__).resolve().parent / "results" / args.profile
     work = out / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,15 @@
 """The tables of ``experiments/results/DYNAMICS.md``, rendered from the studies' result files.
 
-Run: ``python experiments/dynamics/tables.py [--induction DIR] [--grokking DIR]`` (defaults: the committed
-``results/induction`` and ``results/grokking``); prints Markdown.
+Run: ``python experiments/dynamics/tables.py [--induction DIR] [--induction-kjv DIR] [--grokking DIR]``
+(defaults: the committed ``results/induction``, ``results/induction-kjv`` and ``results/grokking``); prints
+Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "results"
-PLACEBO = 1000  # steps after the transition where nothing is known to happen
 WINDOW = 50  # the induction study's full profile: steps either side that count as "at" a step
-LAST_STEP = 3000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A study profile's window (steps either side that count as "at" a step), the placebo offset (steps after the
+    transition where nothing is known to happen) and its last step."""
+
+    window: int = WINDOW
+    placebo: int = 1000
+    last_step: int = 3000
+
+
+RANDOM_TOKENS = Timing()
+KJV = Timing(window=30, placebo=600, last_step=1500)
 
 
 def _step(value: float) -> str:
@@ -30,17 +44,17 @@ def _lag(value: float) -> str:
     return "none" if not np.isfinite(value) else f"{value:+.0f}"
 
 
-def _before_after(frame: pd.DataFrame, column: str, step: float) -> str:
-    """The series' last value at least WINDOW steps before ``step`` and its first at least WINDOW after."""
+def _before_after(frame: pd.DataFrame, column: str, step: float, window: int) -> str:
+    """The series' last value at least ``window`` steps before ``step`` and its first at least ``window`` after."""
     frame = frame.dropna(subset=[column]).sort_values("step")
-    before = frame[frame["step"] <= step - WINDOW][column]
-    after = frame[frame["step"] >= step + WINDOW][column]
+    before = frame[frame["step"] <= step - window][column]
+    after = frame[frame["step"] >= step + window][column]
     if not np.isfinite(step) or not len(before) or not len(after):
         return ""
     return f"{before.iloc[-1]:.1f} -> {after.iloc[0]:.1f}"
 
 
-def induction_tables(folder: Path) -> str:
+def induction_tables(folder: Path, timing: Timing = RANDOM_TOKENS) -> str:
     runs = pd.read_csv(folder / "runs.csv")
     heads = pd.read_csv(folder / "heads.csv")
     peer = pd.read_csv(folder / "peers.csv")
@@ -53,7 +67,7 @@ def induction_tables(folder: Path) -> str:
         "loss": runs["loss_lag"].map(_lag), "ICL score": runs["icl_lag"].map(_lag),
         "mean NP": runs["mean_np_lag"].map(_lag), "alpha": runs["alpha_lag"].map(_lag),
         "LLC": runs["llc_lag"].map(_lag),
-        "LLC before -> after": [_before_after(peer[peer["run"] == r], "llc", t) for r, t in
+        "LLC before -> after": [_before_after(peer[peer["run"] == r], "llc", t, timing.window) for r, t in
                                 zip(runs["run"], runs["transition"])],
         "NP stop": runs["np_stop"].map(lambda v: "never" if np.isnan(v) else f"{v:.0f}")})
     parts.append(study.markdown(table))
@@ -68,11 +82,13 @@ def induction_tables(folder: Path) -> str:
                 part = mine[mine["class"] == cls]
                 row[f"{label} heads with a change at it"] = (
                     f"{part[f'{kind}_lag'].notna().sum()}/{len(part)}" if len(part) else "")
-            # The same question at a step where nothing is known to happen: 1,000 steps after the transition.
+            # The same question at a step where nothing is known to happen, well after the transition.
             changes = mine[f"{kind}_changes"].fillna("").map(lambda text: [int(float(v)) for v in str(text).split()])
-            placebo = [np.isfinite(study.nearest(c, t + PLACEBO, WINDOW)) for c, t in zip(changes, mine["transition"])
-                       if np.isfinite(t) and t + PLACEBO + WINDOW <= LAST_STEP]
-            row["any head with a change 1,000 steps later"] = f"{sum(placebo)}/{len(placebo)}"
+            later = timing.placebo
+            placebo = [np.isfinite(study.nearest(c, t + later, timing.window))
+                       for c, t in zip(changes, mine["transition"])
+                       if np.isfinite(t) and t + later + timing.window <= timing.last_step]
+            row[f"any head with a change {later:,} steps later"] = f"{sum(placebo)}/{len(placebo)}"
             lags = mine[mine["class"] == "induction"][f"{kind}_lag"].dropna()
             row["induction heads' median lag"] = f"{lags.median():+.0f}" if len(lags) else ""
             layer1 = mine[mine["block"] == 1]
@@ -139,10 +155,13 @@ def grokking_tables(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--induction", type=Path, default=HERE / "induction")
+    parser.add_argument("--induction-kjv", type=Path, default=HERE / "induction-kjv")
     parser.add_argument("--grokking", type=Path, default=HERE / "grokking")
     args = parser.parse_args(argv)
     print("## Induction heads\n")
     print(induction_tables(args.induction))
+    print("\n## Induction heads on KJV text\n")
+    print(induction_tables(args.induction_kjv, KJV))
     print("\n## Grokking\n")
     print(grokking_tables(args.grokking))
 
