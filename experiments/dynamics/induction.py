@@ -158,6 +158,7 @@ class Batch:
 
 
 def batch_of(rng: np.random.Generator, size: int, profile: Profile) -> Batch:
+    # Random tokens are drawn for text profiles too: both kinds then take the same draws for the copies' layout.
     tokens = rng.integers(1, profile.vocab, size=(size, profile.length))
     low, high = profile.spans
     spans = rng.integers(low, high + 1, size=size)
@@ -166,14 +167,12 @@ def batch_of(rng: np.random.Generator, size: int, profile: Profile) -> Batch:
         gap = rng.integers(0, profile.length - 2 * n + 1)
         firsts[r] = rng.integers(0, profile.length - 2 * n - gap + 1)
         seconds[r] = firsts[r] + n + gap
-        tokens[r, seconds[r]:seconds[r] + n] = tokens[r, firsts[r]:firsts[r] + n]
-    if profile.text:  # the same layout of copies, on windows of the corpus instead of random tokens
+    if profile.text:  # windows of the corpus instead of random tokens
         corpus, _ = kjv_characters()
         starts = rng.integers(0, len(corpus) - profile.length, size=size)
-        text = corpus[starts[:, None] + np.arange(profile.length)]
-        for r, n in enumerate(spans):
-            text[r, seconds[r]:seconds[r] + n] = text[r, firsts[r]:firsts[r] + n]
-        tokens = text
+        tokens = corpus[starts[:, None] + np.arange(profile.length)]
+    for r, n in enumerate(spans):
+        tokens[r, seconds[r]:seconds[r] + n] = tokens[r, firsts[r]:firsts[r] + n]
     return Batch(torch.from_numpy(tokens), firsts, seconds, spans)
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import induction  # noqa: E402
 import study  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "results"
-WINDOW = 50  # the induction study's full profile: steps either side that count as "at" a step
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,19 @@ class Timing:
     """A study profile's window (steps either side that count as "at" a step), the placebo offset (steps after the
     transition where nothing is known to happen) and its last step."""
 
-    window: int = WINDOW
-    placebo: int = 1000
-    last_step: int = 3000
+    window: int
+    placebo: int
+    last_step: int
+
+    @classmethod
+    def of(cls, profile: str, placebo: int) -> Timing:
+        """The window and last step of one of the induction study's profiles."""
+        settings = induction.PROFILES[profile]
+        return cls(window=settings.window, placebo=placebo, last_step=settings.steps)
 
 
-RANDOM_TOKENS = Timing()
-KJV = Timing(window=30, placebo=600, last_step=1500)
+RANDOM_TOKENS = Timing.of("full", placebo=1000)
+KJV = Timing.of("kjv-full", placebo=600)
 
 
 def _step(value: float) -> str:
