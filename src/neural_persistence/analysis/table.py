@@ -10,6 +10,7 @@ Normalizations, applied to the stored raw tree values (the tree does not depend 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def export(out: str | Path, fmt: str = "csv", **options: Any) -> Path:
     :func:`load_table`, then ``normalization``, ``p``, ``per_head`` and ``include_embeddings``.
 
     The file is written beside its final name and renamed over it, so a killed export or a full disk leaves the
-    previous table whole."""
+    previous table whole, and concurrent exports into one folder each leave a whole table."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"`fmt` can be 'csv' or 'parquet', got {fmt!r}")
     frame = load_table(out, **options)
@@ -137,7 +138,9 @@ def export(out: str | Path, fmt: str = "csv", **options: Any) -> Path:
     frame = frame.assign(normalization=options.get("normalization", "global"), p=float(options.get("p", 2.0)),
                          per_head=chosen["per_head"] == "1", include_embeddings=chosen["embeddings"] == "1")
     path = Path(out) / f"results.{fmt}"
-    partial = path.with_name(f".{path.name}.partial")
+    # A name of its own per export: writers sharing ``out`` (each exports when it ends) must not rename each
+    # other's file away.
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         if fmt == "csv":
             frame.to_csv(partial, index=False)
